@@ -1,0 +1,273 @@
+"""
+L{Store}: every intent-level operation msync performs on its data, over
+one engine (LMDB on disk, or memory for tests).
+
+Reads return values at once (they are short or paged); writes return
+Deferreds that fire once the change is durable.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from msync.model import (
+    AccessKey,
+    AppendResult,
+    DeliveryEvent,
+    DeliveryRecord,
+    Device,
+    Instance,
+    NewOp,
+    Scope,
+    ScopeInfo,
+    StoredOp,
+    SyncConfig,
+    SyncPoint,
+)
+from msync.store import rules
+from msync.store.interfaces import Listener
+from msync.store.rules import SweepResult
+from msync.store.tables import Engine
+
+_log = Logger()
+
+#: Delivery records and daily counters are kept this many days.
+RETENTION_DAYS = 30
+
+#: The most a single sweep transaction removes of each kind.
+SWEEP_BUDGET = 5000
+
+#: The largest page a read returns.
+MAX_PAGE = 10_000
+
+
+class Store:
+    """
+    The store: an L{msync.store.interfaces.OplogStore},
+    L{msync.store.interfaces.SyncPointStore} and
+    L{msync.store.interfaces.Notifier}, plus the catalog of instances,
+    keys, configs, devices and delivery records.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._listeners: list[Listener] = []
+        self.epoch = 0
+        """The identity of this store's logs; set by L{open}."""
+
+    def open(self) -> None:
+        """Open the engine and check or write the schema."""
+        fresh = secrets.randbits(62) + 1
+        self.epoch = self._engine.open(partial(rules.initialize, new_epoch=fresh))
+
+    def close(self) -> Deferred[None]:
+        """Finish pending writes and close."""
+        return self._engine.close()
+
+    # --- oplogs ------------------------------------------------------
+
+    def append(self, op: NewOp) -> Deferred[AppendResult]:
+        d = self._engine.write(partial(rules.append, op=op))
+        d.addCallback(self._announce, op.scope)
+        return d
+
+    def _announce(self, result: AppendResult, scope: Scope) -> AppendResult:
+        if not result.duplicate:
+            for listener in list(self._listeners):
+                try:
+                    listener(scope, result.op_id)
+                except Exception:
+                    _log.failure("op listener failed for {scope}", scope=scope)
+        return result
+
+    def read_after(
+        self, scope: Scope, after: int, limit: int, now_ms: int
+    ) -> list[StoredOp]:
+        return self._engine.read(
+            partial(
+                rules.read_after,
+                scope=scope,
+                after=after,
+                limit=min(limit, MAX_PAGE),
+                now_ms=now_ms,
+            )
+        )
+
+    def get_op(self, scope: Scope, op_id: int) -> StoredOp | None:
+        """Return one op, or L{None} if it is not (or no longer) stored."""
+        return self._engine.read(partial(rules.get_op, scope=scope, op_id=op_id))
+
+    def scope_info(self, scope: Scope) -> ScopeInfo:
+        return self._engine.read(
+            partial(rules.scope_info, scope=scope, epoch=self.epoch)
+        )
+
+    def sweep(self, now_ms: int) -> Deferred[SweepResult]:
+        return self._engine.write(
+            partial(
+                rules.sweep,
+                now_ms=now_ms,
+                retention_days=RETENTION_DAYS,
+                budget=SWEEP_BUDGET,
+            )
+        )
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return partial(self._listeners.remove, listener)
+
+    # --- sync points --------------------------------------------------
+
+    def sync_point(
+        self, scope: Scope, device_id: str | None
+    ) -> SyncPoint | None:
+        return self._engine.read(
+            partial(rules.get_point, scope=scope, device_id=device_id)
+        )
+
+    def advance_sync_points(
+        self, points: Iterable[tuple[Scope, str | None, SyncPoint]]
+    ) -> Deferred[list[SyncPoint]]:
+        return self._engine.write(
+            partial(rules.advance_points, points=list(points))
+        )
+
+    # --- catalog ------------------------------------------------------
+
+    def put_instance(self, instance: Instance) -> Deferred[None]:
+        """Create or replace an instance."""
+        return self._engine.write(partial(rules.put_instance, instance=instance))
+
+    def instance(self, instance_id: str) -> Instance | None:
+        """Return an instance, or L{None}."""
+        return self._engine.read(
+            partial(rules.get_instance, instance_id=instance_id)
+        )
+
+    def instances(self) -> list[Instance]:
+        """Return every instance."""
+        return self._engine.read(rules.list_instances)
+
+    def put_access_key(self, key: AccessKey) -> Deferred[None]:
+        """Create or replace an access key."""
+        return self._engine.write(partial(rules.put_access_key, key=key))
+
+    def access_key(self, access_key: str) -> AccessKey | None:
+        """Return an access key, or L{None}."""
+        return self._engine.read(
+            partial(rules.get_access_key, access_key=access_key)
+        )
+
+    def access_keys(self) -> list[AccessKey]:
+        """Return every access key."""
+        return self._engine.read(rules.list_access_keys)
+
+    def put_admin(self, name: str, password_hash: str) -> Deferred[None]:
+        """Create or replace an admin login."""
+        return self._engine.write(
+            partial(rules.put_admin, name=name, password_hash=password_hash)
+        )
+
+    def admin_hash(self, name: str) -> str | None:
+        """Return an admin's password hash, or L{None}."""
+        return self._engine.read(partial(rules.get_admin, name=name))
+
+    def put_setting(self, name: str, value: object) -> Deferred[None]:
+        """Set a server-wide setting."""
+        return self._engine.write(
+            partial(rules.put_setting, name=name, value=value)
+        )
+
+    def setting(self, name: str, default: object = None) -> object:
+        """Return a server-wide setting, or C{default}."""
+        return self._engine.read(
+            partial(rules.get_setting, name=name, default=default)
+        )
+
+    def add_config(self, config: SyncConfig) -> Deferred[SyncConfig]:
+        """Create a sync config (see L{rules.add_config})."""
+        return self._engine.write(partial(rules.add_config, config=config))
+
+    def update_config(self, config: SyncConfig) -> Deferred[SyncConfig]:
+        """Replace a sync config (see L{rules.update_config})."""
+        return self._engine.write(partial(rules.update_config, config=config))
+
+    def config(self, instance_id: str, biz_type: str) -> SyncConfig | None:
+        """Return a sync config, or L{None}."""
+        return self._engine.read(
+            partial(
+                rules.get_config, instance_id=instance_id, biz_type=biz_type
+            )
+        )
+
+    def configs(self, instance_id: str) -> list[SyncConfig]:
+        """Return an instance's sync configs."""
+        return self._engine.read(
+            partial(rules.list_configs, instance_id=instance_id)
+        )
+
+    def save_device(self, device: Device) -> Deferred[Device]:
+        """Record a device (see L{rules.save_device})."""
+        return self._engine.write(partial(rules.save_device, device=device))
+
+    def device(self, instance_id: str, device_id: str) -> Device | None:
+        """Return what is known of a device, or L{None}."""
+        return self._engine.read(
+            partial(
+                rules.get_device, instance_id=instance_id, device_id=device_id
+            )
+        )
+
+    def devices_of_user(self, instance_id: str, user_id: str) -> list[Device]:
+        """Return a user's devices, most recently seen first."""
+        return self._engine.read(
+            partial(
+                rules.devices_of_user, instance_id=instance_id, user_id=user_id
+            )
+        )
+
+    def record_deliveries(
+        self, events: Iterable[DeliveryEvent]
+    ) -> Deferred[None]:
+        """Record delivery events and bump the daily counters."""
+        return self._engine.write(
+            partial(rules.record_deliveries, events=list(events))
+        )
+
+    def device_deliveries(
+        self, instance_id: str, device_id: str, limit: int = 100
+    ) -> list[DeliveryRecord]:
+        """Return a device's delivery records, newest op first."""
+        return self._engine.read(
+            partial(
+                rules.device_deliveries,
+                instance_id=instance_id,
+                device_id=device_id,
+                limit=min(limit, MAX_PAGE),
+            )
+        )
+
+    def daily_counts(
+        self,
+        instance_id: str,
+        kind: str,
+        name: str,
+        first_day: int,
+        last_day: int,
+    ) -> list[tuple[int, int, int]]:
+        """Return per-day C{(day, pushes, arrivals)} of a device or user."""
+        return self._engine.read(
+            partial(
+                rules.daily_counts,
+                instance_id=instance_id,
+                kind=kind,
+                name=name,
+                first_day=first_day,
+                last_day=last_day,
+            )
+        )
