@@ -70,7 +70,12 @@ class StoreService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self.store.close()
+        d = self.store.close()
+        d.addCallback(
+            lambda _: _log.info("store closed in {data_dir}",
+                                data_dir=self._data_dir)
+        )
+        return d
 
 
 @inlineCallbacks

@@ -1,0 +1,57 @@
+"""
+Secrets and password hashes, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+_N, _R, _P = 2**14, 8, 1
+
+
+def new_secret(nbytes: int = 24) -> str:
+    """Return a fresh random secret, URL-safe text."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def new_access_key() -> str:
+    """Return a fresh access key id: C{AK} and 20 upper-case hex digits."""
+    return "AK" + secrets.token_hex(10).upper()
+
+
+def hash_password(password: str) -> str:
+    """Return a salted scrypt hash of C{password}, with its parameters."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P
+    )
+    return "scrypt${}${}${}${}${}".format(
+        _N,
+        _R,
+        _P,
+        base64.b64encode(salt).decode(),
+        base64.b64encode(digest).decode(),
+    )
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Whether C{password} matches a hash made by L{hash_password}."""
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        if kind != "scrypt":
+            return False
+        want = base64.b64decode(digest)
+        got = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(want),
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)

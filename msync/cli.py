@@ -1,0 +1,45 @@
+"""
+The C{msync} command line: one subcommand per task.
+
+  - C{msync certs [DIR]}: make development certificates if missing.
+  - C{msync version}: print the version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from msync import __version__, devcerts
+
+
+def _certs(args: argparse.Namespace) -> int:
+    return devcerts.main([args.directory])
+
+
+def _version(args: argparse.Namespace) -> int:
+    sys.stdout.write(f"msync {__version__}\n")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """Build the command-line parser."""
+    p = argparse.ArgumentParser(
+        prog="msync",
+        description="msync: server-to-device data sync. The daemon runs "
+        "as `twistd -n msync`; this command does everything else.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("certs", help="make development TLS certificates")
+    c.add_argument("directory", nargs="?", default="certs")
+    c.set_defaults(run=_certs)
+    v = sub.add_parser("version", help="print the version")
+    v.set_defaults(run=_version)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = parser().parse_args(argv)
+    status: int = args.run(args)
+    return status

@@ -1,0 +1,193 @@
+"""
+C{twistd msync}: the options and the service tree, and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.application.internet import (
+    StreamServerEndpointService,
+    TimerService,
+)
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.python import usage
+
+from msync import __version__, devcerts
+from msync.bootstrap import BootstrapService
+from msync.settings import Settings, SettingsError, load_file, resolve
+from msync.store import StoreService, sweep_expired
+from msync.tls import TLSConfigError, server_options
+from msync.web import RootApp, site
+
+_log = Logger()
+_DEFAULTS = Settings()
+
+
+class Options(usage.Options):
+    """The command line of C{twistd msync}; unset flags fall back to the
+    config file, then to the embedded defaults."""
+
+    optParameters = [
+        ["data-dir", None, None, f"Data directory [{_DEFAULTS.data_dir}]"],
+        [
+            "device-port",
+            None,
+            None,
+            f"Device listener (TLS) endpoint [{_DEFAULTS.device_port}]",
+        ],
+        ["http-port", None, None, f"HTTP endpoint [{_DEFAULTS.http_port}]"],
+        ["cert", None, None, f"PEM certificate chain [{_DEFAULTS.cert}]"],
+        ["key", None, None, f"PEM private key [{_DEFAULTS.key}]"],
+        ["config", None, None, "TOML config file with the settings above"],
+        [
+            "map-size-mb",
+            None,
+            None,
+            f"Largest store size in MiB [{_DEFAULTS.map_size_mb}]",
+        ],
+        [
+            "sweep-interval",
+            None,
+            None,
+            f"Seconds between expiry sweeps [{_DEFAULTS.sweep_interval}]",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            file_values = load_file(self["config"]) if self["config"] else {}
+        except SettingsError as e:
+            raise usage.UsageError(str(e)) from e
+        flags = {
+            name.replace("-", "_"): self[name]
+            for name, *_ in self.optParameters
+            if name != "config"
+        }
+        try:
+            self.settings = resolve(file_values, flags)
+        except SettingsError as e:
+            raise usage.UsageError(str(e)) from e
+
+
+def makeService(options: Options) -> IService:
+    """Build the msync service tree from parsed options."""
+    from twisted.internet import reactor
+
+    settings: Settings = options.settings
+    if settings.default_certs:
+        made = devcerts.ensure_dev_certs(os.path.dirname(settings.cert))
+        if made.created:
+            _log.info("generated development certificates in {dir}",
+                      dir=os.path.dirname(made.cert))
+    try:
+        server_options(settings.cert, settings.key)
+    except TLSConfigError as e:
+        raise SystemExit(f"msync: {e}") from e
+
+    root = MultiService()
+    storage = StoreService(
+        settings.data_dir, reactor, settings.map_size_mb * 2**20
+    )
+    storage.setServiceParent(root)
+    store = storage.store
+
+    bootstrap = BootstrapService(store, settings.data_dir, reactor, _say)
+    bootstrap.setServiceParent(root)
+    TimerService(
+        settings.sweep_interval, _sweep, store, reactor
+    ).setServiceParent(root)
+
+    web = RootApp(store)
+    _listener(
+        "HTTP", settings.http_port, site(web.resource()), reactor
+    ).setServiceParent(root)
+    _Ready(reactor, bootstrap).setServiceParent(root)
+    return root
+
+
+class _Ready(Service):
+    """Says when the daemon is up: listeners bound, signals handled."""
+
+    def __init__(self, reactor: Any, bootstrap: BootstrapService) -> None:
+        self._reactor = reactor
+        self._bootstrap = bootstrap
+
+    def startService(self) -> None:
+        super().startService()
+        self._reactor.callWhenRunning(self._running)
+
+    def _running(self) -> None:
+        self._bootstrap.ready.addBoth(
+            lambda _: _log.info("msync {version} ready", version=__version__)
+        )
+
+
+class _Listener(StreamServerEndpointService):
+    """A listener that stops startup with one clear line if it cannot
+    bind."""
+
+    def __init__(
+        self, role: str, description: str, endpoint: Any, factory: Any
+    ) -> None:
+        super().__init__(endpoint, factory)
+        self._role = role
+        self._description = description
+        # Bind in privilegedStartService and raise there, as strports does.
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            why = getattr(e.socketError, "strerror", None) or e.socketError
+            raise SystemExit(
+                f"msync: cannot listen for {self._role} on "
+                f"{e.interface or '*'}:{e.port} ({self._description}): {why}"
+            ) from e
+        if self._waitingForPort is not None:
+            self._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port: Any) -> Any:
+        address = port.getHost()
+        _log.info(
+            "listening for {role} on {host}:{port}",
+            role=self._role,
+            host=getattr(address, "host", ""),
+            port=getattr(address, "port", 0),
+        )
+        return port
+
+
+def _listener(
+    role: str, description: str, factory: Any, reactor: Any
+) -> _Listener:
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(
+            f"msync: bad {role} endpoint {description!r}: {e}"
+        ) from e
+    return _Listener(role, description, endpoint, factory)
+
+
+def _sweep(store: Any, clock: Any) -> Deferred[Any]:
+    # A failing sweep must not stop the timer: log it and try next time.
+    d = sweep_expired(store, clock)
+    d.addErrback(lambda f: _log.failure("expiry sweep failed", f))
+    return d
+
+
+def _say(text: str) -> None:
+    # Straight to the terminal, not through twistd's log: the bootstrap
+    # secrets must not end up in a log file.
+    out = sys.__stdout__
+    if out is not None and not out.closed:
+        out.write(text)
+        out.flush()
