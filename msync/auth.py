@@ -28,13 +28,8 @@ def hash_password(password: str) -> str:
     digest = hashlib.scrypt(
         password.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P
     )
-    return "scrypt${}${}${}${}${}".format(
-        _N,
-        _R,
-        _P,
-        base64.b64encode(salt).decode(),
-        base64.b64encode(digest).decode(),
-    )
+    encoded = [base64.b64encode(b).decode() for b in (salt, digest)]
+    return "$".join(["scrypt", str(_N), str(_R), str(_P), *encoded])
 
 
 def verify_password(password: str, stored: str) -> bool:

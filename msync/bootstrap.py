@@ -87,9 +87,7 @@ class BootstrapService(Service):
     def startService(self) -> None:
         super().startService()
         self.ready = self._ensure()
-        self.ready.addErrback(
-            lambda f: _log.failure("bootstrap failed", f)
-        )
+        self.ready.addErrback(lambda f: _log.failure("bootstrap failed", f))
 
     @inlineCallbacks
     def _ensure(self):  # type: ignore[no-untyped-def]
@@ -143,11 +141,11 @@ class BootstrapService(Service):
 def _banner(record: Bootstrap, path: str) -> str:
     return (
         "\n"
-        "msync: first start, created these (also in {path}):\n"
-        "  instance_id     {r.instance_id}\n"
-        "  access_key      {r.access_key}\n"
-        "  secret          {r.secret}\n"
-        "  admin_user      {r.admin_user}\n"
-        "  admin_password  {r.admin_password}\n"
+        f"msync: first start, created these (also in {path}):\n"
+        f"  instance_id     {record.instance_id}\n"
+        f"  access_key      {record.access_key}\n"
+        f"  secret          {record.secret}\n"
+        f"  admin_user      {record.admin_user}\n"
+        f"  admin_password  {record.admin_password}\n"
         "\n"
-    ).format(r=record, path=path)
+    )

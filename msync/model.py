@@ -106,9 +106,7 @@ def check_instance_id(instance_id: str) -> str:
 
     @raise ValidationError: if it is not.
     """
-    if not isinstance(instance_id, str) or not _INSTANCE_ID.match(
-        instance_id
-    ):
+    if not isinstance(instance_id, str) or not _INSTANCE_ID.match(instance_id):
         raise ValidationError(
             "instance_id",
             "must be 1-128 letters, digits, '.', '-' or '_'",
@@ -189,9 +187,10 @@ class SyncConfig:
         """
         check_instance_id(self.instance_id)
         check_biz_type(self.biz_type)
-        if not isinstance(self.description, str) or len(
-            self.description
-        ) > 1000:
+        if (
+            not isinstance(self.description, str)
+            or len(self.description) > 1000
+        ):
             raise ValidationError(
                 "description", "must be text of at most 1000 characters"
             )
@@ -202,8 +201,7 @@ class SyncConfig:
         ):
             raise ValidationError(
                 "threshold",
-                f"must be an integer from {MIN_THRESHOLD} to "
-                f"{MAX_THRESHOLD}",
+                f"must be an integer from {MIN_THRESHOLD} to {MAX_THRESHOLD}",
             )
         if self.target is Target.DEVICE and self.consistency:
             raise ValidationError(
@@ -212,8 +210,7 @@ class SyncConfig:
         if self.target is Target.DEVICE and not self.multi_device:
             raise ValidationError(
                 "multi_device",
-                "single-device delivery applies only to user-target "
-                "configs",
+                "single-device delivery applies only to user-target configs",
             )
         if self.range is Range.GLOBAL and not self.multi_device:
             raise ValidationError(
@@ -229,9 +226,7 @@ class SyncConfig:
             C{target} or C{instance_id}, or breaks a rule.
         """
         for frozen in ("instance_id", "biz_type", "target"):
-            if frozen in changes and changes[frozen] != getattr(
-                self, frozen
-            ):
+            if frozen in changes and changes[frozen] != getattr(self, frozen):
                 raise ValidationError(frozen, "cannot be changed")
         return replace(self, **changes).validated()  # type: ignore[arg-type]
 
@@ -286,9 +281,7 @@ class Scope:
             (self.instance_id, self.biz_type, self.kind.value, self.link)
         ).encode("utf-8")
         partition = zlib.crc32(body) % PARTITIONS
-        object.__setattr__(
-            self, "_key", bytes((partition,)) + body + b"\x00"
-        )
+        object.__setattr__(self, "_key", bytes((partition,)) + body + b"\x00")
 
     @property
     def key(self) -> bytes:
@@ -324,8 +317,7 @@ class Scope:
         if self.kind is ScopeKind.GLOBAL:
             return f"{self.instance_id}/{self.biz_type}/*"
         return (
-            f"{self.instance_id}/{self.biz_type}/"
-            f"{self.kind.value}:{self.link}"
+            f"{self.instance_id}/{self.biz_type}/{self.kind.value}:{self.link}"
         )
 
 

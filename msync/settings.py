@@ -66,16 +66,17 @@ def load_file(path: str) -> dict[str, Any]:
     return out
 
 
-def resolve(
-    file_values: dict[str, Any], flags: dict[str, Any]
-) -> Settings:
+def resolve(file_values: dict[str, Any], flags: dict[str, Any]) -> Settings:
     """
     Merge config-file values and flags (flags win) over the defaults, and
     check each value's type.
 
     @raise SettingsError: naming the first bad value.
     """
-    merged = {**file_values, **{k: v for k, v in flags.items() if v is not None}}
+    merged = {
+        **file_values,
+        **{k: v for k, v in flags.items() if v is not None},
+    }
     checked: dict[str, Any] = {}
     for f in fields(Settings):
         if f.name not in merged:

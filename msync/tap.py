@@ -66,7 +66,7 @@ class Options(usage.Options):
         except SettingsError as e:
             raise usage.UsageError(str(e)) from e
         flags = {
-            name.replace("-", "_"): self[name]
+            str(name).replace("-", "_"): self[str(name)]
             for name, *_ in self.optParameters
             if name != "config"
         }
@@ -78,14 +78,20 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """Build the msync service tree from parsed options."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
+
+    # The global reactor provides every reactor interface; its stub type
+    # names only a few.
+    reactor: Any = _reactor
 
     settings: Settings = options.settings
     if settings.default_certs:
         made = devcerts.ensure_dev_certs(os.path.dirname(settings.cert))
         if made.created:
-            _log.info("generated development certificates in {dir}",
-                      dir=os.path.dirname(made.cert))
+            _log.info(
+                "generated development certificates in {dir}",
+                dir=os.path.dirname(made.cert),
+            )
     try:
         server_options(settings.cert, settings.key)
     except TLSConfigError as e:

@@ -294,8 +294,9 @@ class Contract:
         )
         self.assertRaises(ValidationError, c.modified, target=Target.DEVICE)
         self.assertRaises(ValidationError, c.modified, biz_type="OTHER")
-        self.assertEqual([x.biz_type for x in self.store.configs("ws_app")],
-                         ["UCHAT"])
+        self.assertEqual(
+            [x.biz_type for x in self.store.configs("ws_app")], ["UCHAT"]
+        )
 
     @inlineCallbacks
     def test_config_rules(self) -> Any:
@@ -306,7 +307,10 @@ class Contract:
             (SyncConfig("ws_app", "A", Target.USER, threshold=0), "threshold"),
             (
                 SyncConfig(
-                    "ws_app", "A", Target.USER, threshold=100_001,
+                    "ws_app",
+                    "A",
+                    Target.USER,
+                    threshold=100_001,
                     resend_mode=ResendMode.THRESHOLD,
                 ),
                 "threshold",
@@ -317,7 +321,10 @@ class Contract:
             ),
             (
                 SyncConfig(
-                    "ws_app", "A", Target.USER, range=Range.GLOBAL,
+                    "ws_app",
+                    "A",
+                    Target.USER,
+                    range=Range.GLOBAL,
                     multi_device=False,
                 ),
                 "multi_device",
@@ -355,13 +362,15 @@ class Contract:
     def test_device_registry_and_claim(self) -> Any:
         """Devices are recorded with their user, and a device id stays
         bound to the first secret that used it."""
-        d = Device("ws_app", "dev1", b"h1", "alice", False, "IOS", "1.0",
-                   NOW, NOW)
+        d = Device(
+            "ws_app", "dev1", b"h1", "alice", False, "IOS", "1.0", NOW, NOW
+        )
         yield self.store.save_device(d)
         thief = Device("ws_app", "dev1", b"h2", last_seen_ms=NOW + 1)
         yield self.assertFailure(self.store.save_device(thief), DeviceClaimed)
-        moved = Device("ws_app", "dev1", b"h1", "bob", True, "IOS", "1.1",
-                       0, NOW + 5)
+        moved = Device(
+            "ws_app", "dev1", b"h1", "bob", True, "IOS", "1.1", 0, NOW + 5
+        )
         yield self.store.save_device(moved)
         got = self.store.device("ws_app", "dev1")
         assert got is not None
@@ -411,16 +420,21 @@ class Contract:
 
     def test_unknown_input_refused(self) -> None:
         """Malformed names and ranges raise a clear validation error."""
-        self.assertRaises(ValidationError, Scope, "ws app", "A",
-                          ScopeKind.USER, "u")
-        self.assertRaises(ValidationError, Scope, "ws", "A",
-                          ScopeKind.USER, "")
-        self.assertRaises(ValidationError, Scope, "ws", "A",
-                          ScopeKind.USER, "a\x00b")
-        self.assertRaises(ValidationError, Scope, "ws", "A",
-                          ScopeKind.GLOBAL, "u")
-        self.assertRaises(ValidationError, self.store.read_after, ALICE,
-                          -1, 5, NOW)
+        self.assertRaises(
+            ValidationError, Scope, "ws app", "A", ScopeKind.USER, "u"
+        )
+        self.assertRaises(
+            ValidationError, Scope, "ws", "A", ScopeKind.USER, ""
+        )
+        self.assertRaises(
+            ValidationError, Scope, "ws", "A", ScopeKind.USER, "a\x00b"
+        )
+        self.assertRaises(
+            ValidationError, Scope, "ws", "A", ScopeKind.GLOBAL, "u"
+        )
+        self.assertRaises(
+            ValidationError, self.store.read_after, ALICE, -1, 5, NOW
+        )
         self.assertRaises(ValidationError, Scope.from_key, b"\x00junk")
 
 
@@ -514,5 +528,3 @@ def _rmtree(path: str) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-
-

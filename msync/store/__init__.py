@@ -72,8 +72,9 @@ class StoreService(Service):
         super().stopService()
         d = self.store.close()
         d.addCallback(
-            lambda _: _log.info("store closed in {data_dir}",
-                                data_dir=self._data_dir)
+            lambda _: _log.info(
+                "store closed in {data_dir}", data_dir=self._data_dir
+            )
         )
         return d
 

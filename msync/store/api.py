@@ -63,7 +63,9 @@ class Store:
     def open(self) -> None:
         """Open the engine and check or write the schema."""
         fresh = secrets.randbits(62) + 1
-        self.epoch = self._engine.open(partial(rules.initialize, new_epoch=fresh))
+        self.epoch = self._engine.open(
+            partial(rules.initialize, new_epoch=fresh)
+        )
 
     def close(self) -> Deferred[None]:
         """Finish pending writes and close."""
@@ -100,7 +102,9 @@ class Store:
 
     def get_op(self, scope: Scope, op_id: int) -> StoredOp | None:
         """Return one op, or L{None} if it is not (or no longer) stored."""
-        return self._engine.read(partial(rules.get_op, scope=scope, op_id=op_id))
+        return self._engine.read(
+            partial(rules.get_op, scope=scope, op_id=op_id)
+        )
 
     def scope_info(self, scope: Scope) -> ScopeInfo:
         return self._engine.read(
@@ -141,7 +145,9 @@ class Store:
 
     def put_instance(self, instance: Instance) -> Deferred[None]:
         """Create or replace an instance."""
-        return self._engine.write(partial(rules.put_instance, instance=instance))
+        return self._engine.write(
+            partial(rules.put_instance, instance=instance)
+        )
 
     def instance(self, instance_id: str) -> Instance | None:
         """Return an instance, or L{None}."""

@@ -35,7 +35,6 @@ from msync.model import (
     SyncPoint,
     Target,
     ValidationError,
-    check_biz_type,
     check_instance_id,
     check_link,
 )
@@ -403,7 +402,7 @@ def append(tx: Tables, op: NewOp) -> AppendResult:
 
     key = op.scope.key
     info = _scope_info(tx, key, 0)
-    last, trimmed, count = (
+    _, trimmed, count = (
         (info.last_id, info.trimmed_through, info.count) if info else (0, 0, 0)
     )
     count += 1
@@ -542,8 +541,7 @@ def sweep(
         ops=sum(n for _, n in touched.values()),
         deliveries=len(old_deliveries),
         counters=len(old_counters),
-        more=budget
-        in (len(expired), len(old_deliveries), len(old_counters)),
+        more=budget in (len(expired), len(old_deliveries), len(old_counters)),
     )
 
 
@@ -822,8 +820,9 @@ def daily_counts(
         raise ValidationError("kind", "must be 'd' (device) or 'u' (user)")
     out = []
     for day in range(first_day, last_day + 1):
-        raw = tx.get(Table.COUNTERS, _counter_key(day, instance_id, kind, name))
+        raw = tx.get(
+            Table.COUNTERS, _counter_key(day, instance_id, kind, name)
+        )
         if raw is not None:
             out.append((day, *_COUNT.unpack(raw)))
     return out
-
