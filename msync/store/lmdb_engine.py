@@ -205,27 +205,38 @@ class LMDBEngine:
                 return
 
     def _commit(self, work: list[tuple[Callable[[Any], Any], Any]]) -> None:
-        outcomes: list[tuple[Deferred[Any], object]] = []
-        try:
-            with self._env.begin(write=True) as txn:
-                for fn, d in work:
-                    # A savepoint per function: one failing call leaves
-                    # the rest of the group intact.
-                    child = self._env.begin(write=True, parent=txn)
+        # Run the whole group in one transaction.  A function that raises
+        # must leave no trace, so the group is then run again without it;
+        # the rules are deterministic, so the others get the same results.
+        # This keeps the common case free of per-write savepoints.
+        failed: dict[int, Failure] = {}
+        while True:
+            outcomes: list[tuple[Deferred[Any], object]] = []
+            try:
+                txn = self._env.begin(write=True)
+                tables = _LMDBTables(txn, self._dbs)
+                retry = False
+                for i, (fn, d) in enumerate(work):
+                    if i in failed:
+                        outcomes.append((d, failed[i]))
+                        continue
                     try:
-                        result = fn(_LMDBTables(child, self._dbs))
+                        outcomes.append((d, fn(tables)))
                     except BaseException:
-                        child.abort()
-                        outcomes.append((d, Failure()))
-                    else:
-                        child.commit()
-                        outcomes.append((d, result))
-            self.commits += 1
-        except BaseException:
-            # The commit itself failed: nothing of the group is stored.
-            f = Failure()
-            _log.failure("store commit failed", f)
-            outcomes = [(d, f) for _, d in work]
+                        failed[i] = Failure()
+                        retry = True
+                        break
+                if retry:
+                    txn.abort()
+                    continue
+                txn.commit()
+                self.commits += 1
+            except BaseException:
+                # The commit itself failed: nothing of the group is stored.
+                f = Failure()
+                _log.failure("store commit failed", f)
+                outcomes = [(d, f) for _, d in work]
+            break
         self._reactor.callFromThread(_fire, outcomes)
 
     def _closed(self) -> None:

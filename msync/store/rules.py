@@ -398,17 +398,21 @@ def append(tx: Tables, op: NewOp) -> AppendResult:
     op_id = (_U64.unpack(raw_seq)[0] if raw_seq else 0) + 1
     if op_id > _MAX_ID:
         raise ValidationError("op_id", "sequence exhausted")
-    tx.put(Table.META, b"seq", _u64(op_id))
+    id_bytes = _U64.pack(op_id)
+    tx.put(Table.META, b"seq", id_bytes)
 
     key = op.scope.key
-    info = _scope_info(tx, key, 0)
-    _, trimmed, count = (
-        (info.last_id, info.trimmed_through, info.count) if info else (0, 0, 0)
-    )
+    raw_scope = tx.get(Table.SCOPES, key)
+    if raw_scope is None:
+        trimmed = count = 0
+    elif len(raw_scope) == _SCOPE.size:
+        _, trimmed, count = _SCOPE.unpack(raw_scope)
+    else:
+        raise CorruptRecord("scopes", key, "wrong length")
     count += 1
-    tx.put(Table.OPS, key + _u64(op_id), _encode_op(op))
+    tx.put(Table.OPS, key + id_bytes, _encode_op(op))
     if op.expire_ms:
-        tx.put(Table.EXPIRY, _u64(op.expire_ms) + _u64(op_id) + key, b"")
+        tx.put(Table.EXPIRY, _U64.pack(op.expire_ms) + id_bytes + key, b"")
     if op.dedup:
         tx.put(Table.DEDUP, op.dedup, _DEDUP.pack(op_id, op.expire_ms))
 
