@@ -41,7 +41,7 @@ from msync.store import (
     NotFound,
     Store,
 )
-from msync.store.rules import DAY_MS
+from msync.store.records import DAY_MS
 from msync.store.tables import Table
 
 DAY = DAY_MS

@@ -1,7 +1,8 @@
 """
 The store: every oplog, sync point, config, device and delivery record.
 
-L{Store} is the one way in.  Its rules live in L{msync.store.rules}; the
+L{Store} is the one way in.  Its rules live in L{msync.store.oplog},
+L{msync.store.catalog} and L{msync.store.deliveries}; the
 engines (L{msync.store.lmdb_engine.LMDBEngine} on disk,
 L{msync.store.memory.MemoryEngine} for tests) decide where they run.
 """
@@ -25,7 +26,7 @@ from msync.store.errors import (
 )
 from msync.store.lmdb_engine import LMDBEngine
 from msync.store.memory import MemoryEngine
-from msync.store.rules import SweepResult
+from msync.store.oplog import SweepResult
 
 __all__ = [
     "AlreadyExists",

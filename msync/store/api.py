@@ -29,9 +29,9 @@ from msync.model import (
     SyncConfig,
     SyncPoint,
 )
-from msync.store import rules
+from msync.store import catalog, deliveries, oplog
 from msync.store.interfaces import Listener
-from msync.store.rules import SweepResult
+from msync.store.oplog import SweepResult
 from msync.store.tables import Engine
 
 _log = Logger()
@@ -64,7 +64,7 @@ class Store:
         """Open the engine and check or write the schema."""
         fresh = secrets.randbits(62) + 1
         self.epoch = self._engine.open(
-            partial(rules.initialize, new_epoch=fresh)
+            partial(oplog.initialize, new_epoch=fresh)
         )
 
     def close(self) -> Deferred[None]:
@@ -74,7 +74,7 @@ class Store:
     # --- oplogs ------------------------------------------------------
 
     def append(self, op: NewOp) -> Deferred[AppendResult]:
-        d = self._engine.write(partial(rules.append, op=op))
+        d = self._engine.write(partial(oplog.append, op=op))
         d.addCallback(self._announce, op.scope)
         return d
 
@@ -92,7 +92,7 @@ class Store:
     ) -> list[StoredOp]:
         return self._engine.read(
             partial(
-                rules.read_after,
+                oplog.read_after,
                 scope=scope,
                 after=after,
                 limit=min(limit, MAX_PAGE),
@@ -103,18 +103,18 @@ class Store:
     def get_op(self, scope: Scope, op_id: int) -> StoredOp | None:
         """Return one op, or L{None} if it is not (or no longer) stored."""
         return self._engine.read(
-            partial(rules.get_op, scope=scope, op_id=op_id)
+            partial(oplog.get_op, scope=scope, op_id=op_id)
         )
 
     def scope_info(self, scope: Scope) -> ScopeInfo:
         return self._engine.read(
-            partial(rules.scope_info, scope=scope, epoch=self.epoch)
+            partial(oplog.scope_info, scope=scope, epoch=self.epoch)
         )
 
     def sweep(self, now_ms: int) -> Deferred[SweepResult]:
         return self._engine.write(
             partial(
-                rules.sweep,
+                oplog.sweep,
                 now_ms=now_ms,
                 retention_days=RETENTION_DAYS,
                 budget=SWEEP_BUDGET,
@@ -131,14 +131,14 @@ class Store:
         self, scope: Scope, device_id: str | None
     ) -> SyncPoint | None:
         return self._engine.read(
-            partial(rules.get_point, scope=scope, device_id=device_id)
+            partial(oplog.get_point, scope=scope, device_id=device_id)
         )
 
     def advance_sync_points(
         self, points: Iterable[tuple[Scope, str | None, SyncPoint]]
     ) -> Deferred[list[SyncPoint]]:
         return self._engine.write(
-            partial(rules.advance_points, points=list(points))
+            partial(oplog.advance_points, points=list(points))
         )
 
     # --- catalog ------------------------------------------------------
@@ -146,86 +146,90 @@ class Store:
     def put_instance(self, instance: Instance) -> Deferred[None]:
         """Create or replace an instance."""
         return self._engine.write(
-            partial(rules.put_instance, instance=instance)
+            partial(catalog.put_instance, instance=instance)
         )
 
     def instance(self, instance_id: str) -> Instance | None:
         """Return an instance, or L{None}."""
         return self._engine.read(
-            partial(rules.get_instance, instance_id=instance_id)
+            partial(catalog.get_instance, instance_id=instance_id)
         )
 
     def instances(self) -> list[Instance]:
         """Return every instance."""
-        return self._engine.read(rules.list_instances)
+        return self._engine.read(catalog.list_instances)
 
     def put_access_key(self, key: AccessKey) -> Deferred[None]:
         """Create or replace an access key."""
-        return self._engine.write(partial(rules.put_access_key, key=key))
+        return self._engine.write(partial(catalog.put_access_key, key=key))
 
     def access_key(self, access_key: str) -> AccessKey | None:
         """Return an access key, or L{None}."""
         return self._engine.read(
-            partial(rules.get_access_key, access_key=access_key)
+            partial(catalog.get_access_key, access_key=access_key)
         )
 
     def access_keys(self) -> list[AccessKey]:
         """Return every access key."""
-        return self._engine.read(rules.list_access_keys)
+        return self._engine.read(catalog.list_access_keys)
 
     def put_admin(self, name: str, password_hash: str) -> Deferred[None]:
         """Create or replace an admin login."""
         return self._engine.write(
-            partial(rules.put_admin, name=name, password_hash=password_hash)
+            partial(catalog.put_admin, name=name, password_hash=password_hash)
         )
 
     def admin_hash(self, name: str) -> str | None:
         """Return an admin's password hash, or L{None}."""
-        return self._engine.read(partial(rules.get_admin, name=name))
+        return self._engine.read(partial(catalog.get_admin, name=name))
 
     def put_setting(self, name: str, value: object) -> Deferred[None]:
         """Set a server-wide setting."""
         return self._engine.write(
-            partial(rules.put_setting, name=name, value=value)
+            partial(catalog.put_setting, name=name, value=value)
         )
 
     def setting(self, name: str, default: object = None) -> object:
         """Return a server-wide setting, or C{default}."""
         return self._engine.read(
-            partial(rules.get_setting, name=name, default=default)
+            partial(catalog.get_setting, name=name, default=default)
         )
 
     def add_config(self, config: SyncConfig) -> Deferred[SyncConfig]:
-        """Create a sync config (see L{rules.add_config})."""
-        return self._engine.write(partial(rules.add_config, config=config))
+        """Create a sync config (see L{catalog.add_config})."""
+        return self._engine.write(partial(catalog.add_config, config=config))
 
     def update_config(self, config: SyncConfig) -> Deferred[SyncConfig]:
-        """Replace a sync config (see L{rules.update_config})."""
-        return self._engine.write(partial(rules.update_config, config=config))
+        """Replace a sync config (see L{catalog.update_config})."""
+        return self._engine.write(
+            partial(catalog.update_config, config=config)
+        )
 
     def config(self, instance_id: str, biz_type: str) -> SyncConfig | None:
         """Return a sync config, or L{None}."""
         return self._engine.read(
             partial(
-                rules.get_config, instance_id=instance_id, biz_type=biz_type
+                catalog.get_config, instance_id=instance_id, biz_type=biz_type
             )
         )
 
     def configs(self, instance_id: str) -> list[SyncConfig]:
         """Return an instance's sync configs."""
         return self._engine.read(
-            partial(rules.list_configs, instance_id=instance_id)
+            partial(catalog.list_configs, instance_id=instance_id)
         )
 
     def save_device(self, device: Device) -> Deferred[Device]:
-        """Record a device (see L{rules.save_device})."""
-        return self._engine.write(partial(rules.save_device, device=device))
+        """Record a device (see L{catalog.save_device})."""
+        return self._engine.write(partial(catalog.save_device, device=device))
 
     def device(self, instance_id: str, device_id: str) -> Device | None:
         """Return what is known of a device, or L{None}."""
         return self._engine.read(
             partial(
-                rules.get_device, instance_id=instance_id, device_id=device_id
+                catalog.get_device,
+                instance_id=instance_id,
+                device_id=device_id,
             )
         )
 
@@ -233,7 +237,9 @@ class Store:
         """Return a user's devices, most recently seen first."""
         return self._engine.read(
             partial(
-                rules.devices_of_user, instance_id=instance_id, user_id=user_id
+                catalog.devices_of_user,
+                instance_id=instance_id,
+                user_id=user_id,
             )
         )
 
@@ -242,7 +248,7 @@ class Store:
     ) -> Deferred[None]:
         """Record delivery events and bump the daily counters."""
         return self._engine.write(
-            partial(rules.record_deliveries, events=list(events))
+            partial(deliveries.record_deliveries, events=list(events))
         )
 
     def device_deliveries(
@@ -251,7 +257,7 @@ class Store:
         """Return a device's delivery records, newest op first."""
         return self._engine.read(
             partial(
-                rules.device_deliveries,
+                deliveries.device_deliveries,
                 instance_id=instance_id,
                 device_id=device_id,
                 limit=min(limit, MAX_PAGE),
@@ -269,7 +275,7 @@ class Store:
         """Return per-day C{(day, pushes, arrivals)} of a device or user."""
         return self._engine.read(
             partial(
-                rules.daily_counts,
+                deliveries.daily_counts,
                 instance_id=instance_id,
                 kind=kind,
                 name=name,

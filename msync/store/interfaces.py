@@ -28,7 +28,7 @@ from msync.model import (
     StoredOp,
     SyncPoint,
 )
-from msync.store.rules import SweepResult
+from msync.store.oplog import SweepResult
 
 Listener = Callable[[Scope, int], None]
 

@@ -4,7 +4,8 @@ offers over them.
 
 A backend is anything that can run a function against a L{Tables}
 transaction: LMDB named databases, or sorted in-memory maps.  The rules of
-the store (L{msync.store.rules}) are written once against this shape.
+the store (L{msync.store.oplog}, L{msync.store.catalog},
+L{msync.store.deliveries}) are written once against this shape.
 """
 
 from __future__ import annotations
