@@ -11,8 +11,8 @@ the frame instead of packing them again.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import pairwise
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import msgpack
@@ -175,6 +175,32 @@ Message = (
 )
 
 GAP_REASONS = frozenset({"threshold", "expired", "retries", "reset"})
+
+#: Every code an C{error} frame may carry (C{docs/protocol.md}).
+ERROR_CODES = frozenset(
+    {
+        "BAD_FRAME",
+        "FRAME_TOO_LARGE",
+        "BAD_MESSAGE",
+        "UNEXPECTED",
+        "VERSION",
+        "UNKNOWN_INSTANCE",
+        "AUTH",
+        "DEVICE_CLAIMED",
+        "REPLACED",
+        "IDLE",
+        "RATE",
+        "OVERLOADED",
+        "SHUTDOWN",
+        "INTERNAL",
+    }
+)
+
+#: Errors after which a device should not reconnect by itself: retrying
+#: cannot succeed until a person changes something.
+FATAL_ERRORS = frozenset(
+    {"VERSION", "UNKNOWN_INSTANCE", "AUTH", "DEVICE_CLAIMED", "REPLACED"}
+)
 
 
 # --- reading ---------------------------------------------------------------
