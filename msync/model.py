@@ -422,14 +422,17 @@ class ScopeInfo:
 
     C{epoch} names the log: it changes only when the log is lost and
     started again, so a sync point from another epoch means nothing here.
-    C{trimmed_through} is the highest id ever removed (threshold, cap,
-    expiry); a device whose sync point is below it missed something.
+    C{trimmed_through} is the highest id ever removed to keep the backlog
+    bound (threshold or cap), C{expired_through} the highest removed
+    because its validity ended; a device whose sync point is below either
+    missed something.
     """
 
     epoch: int
     last_id: int
     trimmed_through: int
     count: int
+    expired_through: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +467,9 @@ class DeliveryEvent:
     at_ms: int
     user_id: str = ""
     reason: str = ""
+    attempts: int = 0
+    """For C{PUSHED}: the total pushes so far, when the caller knows it;
+    0 means this event is one more push."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,7 +170,8 @@ class Contract:
         self.assertEqual(swept.ops, 1)
         self.assertIsNone(self.store.get_op(ALICE, short.op_id))
         info = self.store.scope_info(ALICE)
-        self.assertEqual((info.count, info.trimmed_through), (1, short.op_id))
+        self.assertEqual((info.count, info.expired_through), (1, short.op_id))
+        self.assertEqual(info.trimmed_through, 0)
         again = yield self.store.append(op(dedup=b"k", created=later))
         self.assertFalse(again.duplicate)
 
@@ -236,6 +237,18 @@ class Contract:
         stop()
         yield self.store.append(op())
         self.assertEqual(len(heard), 1)
+
+    @inlineCallbacks
+    def test_reserved_ids_order_with_appends(self) -> Any:
+        """Reserved ids are never handed out again and sit between the
+        appends made before and after."""
+        a = yield self.store.append(op())
+        first, last = yield self.store.reserve_ids(10)
+        b = yield self.store.append(op())
+        self.assertEqual(last - first, 9)
+        self.assertLess(a.op_id, first)
+        self.assertLess(last, b.op_id)
+        yield self.assertFailure(self.store.reserve_ids(0), ValidationError)
 
     # --- sync points -----------------------------------------------------
 
@@ -382,30 +395,54 @@ class Contract:
         )
 
     @inlineCallbacks
-    def test_delivery_records_and_counters(self) -> Any:
-        """Pushes and acks are recorded per op and device, with attempt
-        counts and per-day counters for device and user."""
+    def test_delivery_records(self) -> Any:
+        """Pushes and acks are recorded per op and device with attempt
+        counts, and an ack is final."""
         r = yield self.store.append(op())
-        pushed = DeliveryEvent(
-            ALICE, r.op_id, "dev1", DeliveryState.PUSHED, NOW, "alice"
+
+        def event(state: DeliveryState, at: int, **kw: Any) -> DeliveryEvent:
+            return DeliveryEvent(
+                ALICE, r.op_id, "dev1", state, at, "alice", **kw
+            )
+
+        yield self.store.record_deliveries(
+            [
+                event(DeliveryState.PUSHED, NOW),
+                event(DeliveryState.PUSHED, NOW + 1),
+                event(DeliveryState.PUSHED, NOW + 2, attempts=5),
+                event(DeliveryState.ACKED, NOW + 3),
+                event(DeliveryState.DROPPED, NOW + 4, reason="retries"),
+            ]
         )
-        acked = DeliveryEvent(
-            ALICE, r.op_id, "dev1", DeliveryState.ACKED, NOW + 1, "alice"
-        )
-        yield self.store.record_deliveries([pushed, pushed, acked, acked])
         [rec] = self.store.device_deliveries("ws_app", "dev1")
         self.assertEqual(
-            (rec.state, rec.attempts, rec.scope, rec.op_id),
-            (DeliveryState.ACKED, 2, ALICE, r.op_id),
+            (rec.state, rec.attempts, rec.scope, rec.op_id, rec.reason),
+            (DeliveryState.ACKED, 5, ALICE, r.op_id, ""),
         )
+        self.assertEqual(
+            self.store.delivery_record(ALICE, r.op_id, "dev1"), rec
+        )
+        self.assertIsNone(self.store.delivery_record(ALICE, r.op_id, "x"))
+
+    @inlineCallbacks
+    def test_daily_counters(self) -> Any:
+        """Pushes and arrivals add up per day for the device and its
+        user."""
+        yield self.store.add_counts("ws_app", "dev1", "alice", NOW, 3, 2)
+        yield self.store.add_counts("ws_app", "dev1", "", NOW + 1, 1, 0)
+        yield self.store.add_counts("ws_app", "dev1", "alice", NOW + DAY, 1, 1)
         day = NOW // DAY
         self.assertEqual(
-            self.store.daily_counts("ws_app", "d", "dev1", day - 1, day),
-            [(day, 2, 1)],
+            self.store.daily_counts("ws_app", "d", "dev1", day - 1, day + 1),
+            [(day, 4, 2), (day + 1, 1, 1)],
         )
         self.assertEqual(
             self.store.daily_counts("ws_app", "u", "alice", day, day),
-            [(day, 2, 1)],
+            [(day, 3, 2)],
+        )
+        yield self.assertFailure(
+            self.store.add_counts("ws_app", "dev1", "", NOW, -1, 0),
+            ValidationError,
         )
 
     @inlineCallbacks
@@ -414,6 +451,7 @@ class Contract:
         yield self.store.record_deliveries(
             [DeliveryEvent(ALICE, 1, "dev1", DeliveryState.PUSHED, NOW)]
         )
+        yield self.store.add_counts("ws_app", "dev1", "", NOW, 1, 0)
         swept = yield self.store.sweep(NOW + 31 * DAY)
         self.assertEqual((swept.deliveries, swept.counters), (1, 1))
         self.assertEqual(self.store.device_deliveries("ws_app", "dev1"), [])

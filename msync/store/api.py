@@ -100,6 +100,10 @@ class Store:
             )
         )
 
+    def reserve_ids(self, n: int) -> Deferred[tuple[int, int]]:
+        """Reserve C{n} ids for ops that are never stored."""
+        return self._engine.write(partial(oplog.reserve_ids, n=n))
+
     def get_op(self, scope: Scope, op_id: int) -> StoredOp | None:
         """Return one op, or L{None} if it is not (or no longer) stored."""
         return self._engine.read(
@@ -246,9 +250,44 @@ class Store:
     def record_deliveries(
         self, events: Iterable[DeliveryEvent]
     ) -> Deferred[None]:
-        """Record delivery events and bump the daily counters."""
+        """Record delivery events (state and attempts per op and device)."""
         return self._engine.write(
             partial(deliveries.record_deliveries, events=list(events))
+        )
+
+    def delivery_record(
+        self, scope: Scope, op_id: int, device_id: str
+    ) -> DeliveryRecord | None:
+        """Return what is recorded of one op for one device."""
+        return self._engine.read(
+            partial(
+                deliveries.delivery_record,
+                scope=scope,
+                op_id=op_id,
+                device_id=device_id,
+            )
+        )
+
+    def add_counts(
+        self,
+        instance_id: str,
+        device_id: str,
+        user_id: str,
+        at_ms: int,
+        pushes: int,
+        arrivals: int,
+    ) -> Deferred[None]:
+        """Add to the day's push and arrival counters."""
+        return self._engine.write(
+            partial(
+                deliveries.add_counts,
+                instance_id=instance_id,
+                device_id=device_id,
+                user_id=user_id,
+                at_ms=at_ms,
+                pushes=pushes,
+                arrivals=arrivals,
+            )
         )
 
     def device_deliveries(

@@ -49,15 +49,14 @@ def _bump(tx: Tables, key: bytes, pushes: int, arrivals: int) -> None:
 def record_deliveries(tx: Tables, events: Iterable[DeliveryEvent]) -> None:
     """
     Record what happened to ops for devices: the latest state per op and
-    device, the push attempt count, and the per-day push and arrival
-    counters of the device and its user.
+    device, with its push attempt count.  An ack is final: later events
+    of the op for that device change only the attempt count.
     """
     for e in events:
-        instance_id = e.scope.instance_id
-        key = _delivery_key(instance_id, e.device_id, e.op_id, e.scope)
+        key = _delivery_key(e.scope.instance_id, e.device_id, e.op_id, e.scope)
         raw = tx.get(Table.DELIVERIES, key)
-        day = e.at_ms // DAY_MS
         if raw is None:
+            day = e.at_ms // DAY_MS
             old: dict[str, Any] = {
                 "state": DeliveryState.STORED.value,
                 "attempts": 0,
@@ -68,47 +67,74 @@ def record_deliveries(tx: Tables, events: Iterable[DeliveryEvent]) -> None:
             tx.put(Table.DELIVERY_DAYS, U32.pack(day) + key, b"")
         else:
             old = unpack(Table.DELIVERIES, key, raw)
-        pushes = 1 if e.state is DeliveryState.PUSHED else 0
-        arrivals = (
-            1
-            if e.state is DeliveryState.ACKED
-            and old["state"] != DeliveryState.ACKED.value
-            else 0
-        )
-        if old["state"] == DeliveryState.ACKED.value and not arrivals:
-            # Nothing undoes an ack; later pushes of it are only counted.
-            state = DeliveryState.ACKED.value
-        else:
-            state = e.state.value
-        user = e.user_id or old["user"]
+        attempts = old["attempts"]
+        if e.state is DeliveryState.PUSHED:
+            attempts = (
+                max(attempts, e.attempts) if e.attempts else attempts + 1
+            )
+        acked = old["state"] == DeliveryState.ACKED.value
         tx.put(
             Table.DELIVERIES,
             key,
             pack(
                 {
-                    "state": state,
-                    "attempts": old["attempts"] + pushes,
+                    "state": old["state"] if acked else e.state.value,
+                    "attempts": attempts,
                     "day": old["day"],
-                    "user": user,
-                    "reason": e.reason or old["reason"],
+                    "user": e.user_id or old["user"],
+                    "reason": old["reason"] if acked else e.reason,
                     "updated": e.at_ms,
                 }
             ),
         )
-        if pushes or arrivals:
-            _bump(
-                tx,
-                _counter_key(day, instance_id, "d", e.device_id),
-                pushes,
-                arrivals,
-            )
-            if user:
-                _bump(
-                    tx,
-                    _counter_key(day, instance_id, "u", user),
-                    pushes,
-                    arrivals,
-                )
+
+
+def delivery_record(
+    tx: Tables, scope: Scope, op_id: int, device_id: str
+) -> DeliveryRecord | None:
+    """Return what is recorded of one op for one device, or L{None}."""
+    key = _delivery_key(scope.instance_id, device_id, op_id, scope)
+    raw = tx.get(Table.DELIVERIES, key)
+    if raw is None:
+        return None
+    return _record(key, raw, scope, op_id, device_id)
+
+
+def _record(
+    key: bytes, raw: bytes, scope: Scope, op_id: int, device_id: str
+) -> DeliveryRecord:
+    r = unpack(Table.DELIVERIES, key, raw)
+    return DeliveryRecord(
+        scope=scope,
+        op_id=op_id,
+        device_id=device_id,
+        user_id=r["user"],
+        state=DeliveryState(r["state"]),
+        attempts=r["attempts"],
+        reason=r["reason"],
+        updated_ms=r.get("updated", 0),
+    )
+
+
+def add_counts(
+    tx: Tables,
+    instance_id: str,
+    device_id: str,
+    user_id: str,
+    at_ms: int,
+    pushes: int,
+    arrivals: int,
+) -> None:
+    """Add pushes and arrivals to the day's counters of a device and of
+    its user (when it has one)."""
+    if pushes < 0 or arrivals < 0:
+        raise ValidationError("counts", "must not be negative")
+    day = at_ms // DAY_MS
+    _bump(tx, _counter_key(day, instance_id, "d", device_id), pushes, arrivals)
+    if user_id:
+        _bump(
+            tx, _counter_key(day, instance_id, "u", user_id), pushes, arrivals
+        )
 
 
 def device_deliveries(
@@ -120,20 +146,9 @@ def device_deliveries(
     for k, v in tx.scan(
         Table.DELIVERIES, prefix, prefix_end(prefix), reverse=True
     ):
-        r = unpack(Table.DELIVERIES, k, v)
         rest = k[len(prefix) :]
-        out.append(
-            DeliveryRecord(
-                scope=Scope.from_key(rest[8:]),
-                op_id=U64.unpack(rest[:8])[0],
-                device_id=device_id,
-                user_id=r["user"],
-                state=DeliveryState(r["state"]),
-                attempts=r["attempts"],
-                reason=r["reason"],
-                updated_ms=r.get("updated", 0),
-            )
-        )
+        scope = Scope.from_key(rest[8:])
+        out.append(_record(k, v, scope, U64.unpack(rest[:8])[0], device_id))
         if len(out) >= limit:
             break
     return out

@@ -80,8 +80,8 @@ def _scope_info(tx: Tables, key: bytes, epoch: int) -> ScopeInfo | None:
         return None
     if len(raw) != SCOPE_REC.size:
         raise CorruptRecord("scopes", key, "wrong length")
-    last, trimmed, count = SCOPE_REC.unpack(raw)
-    return ScopeInfo(epoch, last, trimmed, count)
+    last, trimmed, count, expired = SCOPE_REC.unpack(raw)
+    return ScopeInfo(epoch, last, trimmed, count, expired)
 
 
 def scope_info(tx: Tables, scope: Scope, epoch: int) -> ScopeInfo:
@@ -151,9 +151,9 @@ def append(tx: Tables, op: NewOp) -> AppendResult:
     key = op.scope.key
     raw_scope = tx.get(Table.SCOPES, key)
     if raw_scope is None:
-        trimmed = count = 0
+        trimmed = count = expired = 0
     elif len(raw_scope) == SCOPE_REC.size:
-        _, trimmed, count = SCOPE_REC.unpack(raw_scope)
+        _, trimmed, count, expired = SCOPE_REC.unpack(raw_scope)
     else:
         raise CorruptRecord("scopes", key, "wrong length")
     count += 1
@@ -174,8 +174,26 @@ def append(tx: Tables, op: NewOp) -> AppendResult:
         for k, v in doomed:
             trimmed = max(trimmed, _remove_op(tx, k, v))
             count -= 1
-    tx.put(Table.SCOPES, key, SCOPE_REC.pack(op_id, trimmed, count))
+    tx.put(Table.SCOPES, key, SCOPE_REC.pack(op_id, trimmed, count, expired))
     return AppendResult(op_id)
+
+
+def reserve_ids(tx: Tables, n: int) -> tuple[int, int]:
+    """
+    Take C{n} ids from the store-wide sequence for ops that are never
+    stored (non-persistent configs), so that they order with stored ops.
+
+    @return: the first and last id reserved.
+    """
+    if not 1 <= n <= 1_000_000:
+        raise ValidationError("n", "must be from 1 to 1,000,000")
+    raw_seq = tx.get(Table.META, b"seq")
+    first = (U64.unpack(raw_seq)[0] if raw_seq else 0) + 1
+    last = first + n - 1
+    if last > MAX_ID:
+        raise ValidationError("op_id", "sequence exhausted")
+    tx.put(Table.META, b"seq", U64.pack(last))
+    return first, last
 
 
 def _remove_op(tx: Tables, key: bytes, raw: bytes) -> int:
@@ -264,8 +282,9 @@ def sweep(
                 scope_key,
                 SCOPE_REC.pack(
                     info.last_id,
-                    max(info.trimmed_through, top),
+                    info.trimmed_through,
                     max(0, info.count - n),
+                    max(info.expired_through, top),
                 ),
             )
 

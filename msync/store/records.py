@@ -19,7 +19,7 @@ DAY_MS = 86_400_000
 
 U64 = struct.Struct(">Q")
 U32 = struct.Struct(">I")
-SCOPE_REC = struct.Struct(">QQQ")
+SCOPE_REC = struct.Struct(">QQQQ")
 POINT_REC = struct.Struct(">QQ")
 DEDUP_REC = struct.Struct(">QQ")
 COUNT_REC = struct.Struct(">QQ")
