@@ -3,6 +3,7 @@ The C{msync} command line: one subcommand per task.
 
   - C{msync certs [DIR]}: make development certificates if missing.
   - C{msync version}: print the version.
+  - C{msync device ...}: a device that prints the ops pushed to it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import sys
 
 from msync import __version__, devcerts
+from msync.device import cli as device_cli
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -35,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_certs)
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(run=_version)
+    d = sub.add_parser("device", help="watch pushes arrive, as a device")
+    device_cli.add_arguments(d)
+    d.set_defaults(run=device_cli.run)
     return p
 
 

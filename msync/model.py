@@ -329,6 +329,8 @@ class Instance:
     time_zone: str = "UTC"
     validation_url: str = ""
     created_ms: int = 0
+    app_key: str = ""
+    """When set, devices must present it in their hello."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,10 +439,17 @@ class ScopeInfo:
 
 @dataclass(frozen=True, slots=True)
 class SyncPoint:
-    """The largest op id acknowledged in a scope, in a log's epoch."""
+    """
+    The largest op id acknowledged in a scope, in a log's epoch.
+
+    C{above} lists ops past C{op_id} that are already done too; only the
+    shared point of a single-device config has any (its user's devices
+    ack ops out of order).
+    """
 
     epoch: int
     op_id: int
+    above: tuple[int, ...] = ()
 
 
 class DeliveryState(Enum):

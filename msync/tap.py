@@ -17,10 +17,13 @@ from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from msync import __version__, devcerts
 from msync.bootstrap import BootstrapService
+from msync.delivery.engine import Engine
+from msync.link.protocol import DeviceFactory
 from msync.settings import Settings, SettingsError, load_file, resolve
 from msync.store import StoreService, sweep_expired
 from msync.tls import TLSConfigError, server_options
@@ -93,7 +96,7 @@ def makeService(options: Options) -> IService:
                 dir=os.path.dirname(made.cert),
             )
     try:
-        server_options(settings.cert, settings.key)
+        tls = server_options(settings.cert, settings.key)
     except TLSConfigError as e:
         raise SystemExit(f"msync: {e}") from e
 
@@ -110,12 +113,37 @@ def makeService(options: Options) -> IService:
         settings.sweep_interval, _sweep, store, reactor
     ).setServiceParent(root)
 
+    engine = Engine(store, reactor)
+    EngineService(engine).setServiceParent(root)
+    _listener(
+        "devices",
+        settings.device_port,
+        TLSMemoryBIOFactory(tls, False, DeviceFactory(engine)),
+        reactor,
+    ).setServiceParent(root)
+
     web = RootApp(store)
     _listener(
         "HTTP", settings.http_port, site(web.resource()), reactor
     ).setServiceParent(root)
     _Ready(reactor, bootstrap).setServiceParent(root)
     return root
+
+
+class EngineService(Service):
+    """Starts the delivery engine once the store is open; stops it (every
+    device told, positions written) before the store closes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def startService(self) -> None:
+        super().startService()
+        self.engine.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.engine.stop()
 
 
 class _Ready(Service):

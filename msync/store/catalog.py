@@ -46,6 +46,7 @@ def put_instance(tx: Tables, instance: Instance) -> None:
                 "tz": instance.time_zone,
                 "validation_url": instance.validation_url,
                 "created": instance.created_ms,
+                "app_key": instance.app_key,
             }
         ),
     )
@@ -58,7 +59,13 @@ def get_instance(tx: Tables, instance_id: str) -> Instance | None:
     if raw is None:
         return None
     r = unpack(Table.INSTANCES, key, raw)
-    return Instance(instance_id, r["tz"], r["validation_url"], r["created"])
+    return Instance(
+        instance_id,
+        r["tz"],
+        r["validation_url"],
+        r["created"],
+        r.get("app_key", ""),
+    )
 
 
 def list_instances(tx: Tables) -> list[Instance]:

@@ -323,6 +323,10 @@ def _point_key(scope: Scope, device_id: str | None) -> bytes:
     return scope.key + device_id.encode("utf-8")
 
 
+#: The most done-above ids a shared point keeps.
+MAX_ABOVE = 8192
+
+
 def get_point(
     tx: Tables, scope: Scope, device_id: str | None
 ) -> SyncPoint | None:
@@ -334,9 +338,12 @@ def get_point(
     raw = tx.get(Table.POINTS, key)
     if raw is None:
         return None
-    if len(raw) != POINT_REC.size:
+    extra = len(raw) - POINT_REC.size
+    if extra < 0 or extra % 8:
         raise CorruptRecord("points", key, "wrong length")
-    return SyncPoint(*POINT_REC.unpack(raw))
+    epoch, op_id = POINT_REC.unpack_from(raw)
+    above = struct.unpack_from(f">{extra // 8}Q", raw, POINT_REC.size)
+    return SyncPoint(epoch, op_id, tuple(above))
 
 
 def advance_points(
@@ -345,8 +352,8 @@ def advance_points(
 ) -> list[SyncPoint]:
     """
     Move sync points forward, never back: within one epoch a point only
-    grows; a point of another epoch replaces the old one (the log it
-    named is gone).
+    grows, and ops listed as done above it stay done; a point of another
+    epoch replaces the old one (the log it named is gone).
 
     @return: the point now stored for each input, in order.
     """
@@ -354,15 +361,24 @@ def advance_points(
     for scope, device_id, point in points:
         if not 0 <= point.op_id <= MAX_ID or not 0 <= point.epoch <= MAX_ID:
             raise ValidationError("sync_point", "out of range")
+        if len(point.above) > MAX_ABOVE:
+            raise ValidationError("sync_point", "too many ops above it")
         key = _point_key(scope, device_id)
         current = get_point(tx, scope, device_id)
-        if (
-            current is not None
-            and current.epoch == point.epoch
-            and current.op_id >= point.op_id
-        ):
-            out.append(current)
-            continue
-        tx.put(Table.POINTS, key, POINT_REC.pack(point.epoch, point.op_id))
+        if current is not None and current.epoch == point.epoch:
+            top = max(current.op_id, point.op_id)
+            above = tuple(
+                sorted(i for i in {*current.above, *point.above} if i > top)
+            )
+            point = SyncPoint(point.epoch, top, above)
+            if point == current:
+                out.append(current)
+                continue
+        tx.put(
+            Table.POINTS,
+            key,
+            POINT_REC.pack(point.epoch, point.op_id)
+            + struct.pack(f">{len(point.above)}Q", *point.above),
+        )
         out.append(point)
     return out

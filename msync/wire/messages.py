@@ -22,7 +22,7 @@ from msync.wire.frames import ProtocolError, encode, frame
 VERSION = 1
 
 #: The most points a hello or an ack may carry.
-MAX_POINTS = 4096
+MAX_POINTS = 1024
 
 _packer = msgpack.Packer(use_bin_type=True)
 
@@ -309,11 +309,13 @@ def _wire_op(raw: object) -> WireOp:
     if not (
         isinstance(op_id, int)
         and not isinstance(op_id, bool)
-        and op_id > 0
+        and 0 < op_id < 2**63
         and isinstance(payload, bytes)
         and isinstance(msg_id, str)
+        and len(msg_id) <= 100
         and isinstance(created, int)
         and not isinstance(created, bool)
+        and 0 <= created < 2**63
     ):
         raise _bad("sync: an op field has the wrong type")
     return WireOp(op_id, payload, msg_id, created)

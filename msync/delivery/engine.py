@@ -1,0 +1,980 @@
+"""
+The delivery engine: which connected device gets which op, when, and what
+is recorded about it.
+
+One engine serves every connection of the daemon.  It knows the online
+devices (L{Session}), and for each device the scopes it reads (L{Stream}
+for per-device positions, L{msync.delivery.single.UserLog} for
+single-device configs).  It is driven by events: a device said hello,
+acked, pulled, went away; the store announced an op; the shared tick found
+something overdue.  It reaches devices only through L{Link}, and time only
+through the injected clock, so it runs unchanged on C{task.Clock} in tests.
+
+Rules (REQUIREMENTS section 3):
+
+  - within a scope, ops go out in id order; a device's position only moves
+    forward, over ops it acked or that were skipped for it (filters);
+  - unacked ops are pushed again after C{ack_timeout} and on reconnect; an
+    op pushed C{max_attempts} times without an ack is dropped for that
+    device, which is told with a C{gap};
+  - ops stored with C{immediate_sync=false} do not cause a push; they go
+    with the next push of their scope, at connect, or on pull;
+  - an offline config pauses pushing; an op whose start is in the future
+    holds its scope back until then, so order is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from msync.delivery.frames import FrameBuilder
+from msync.delivery.ops import Audience, Filters, audience, matches
+from msync.delivery.volatile import VolatileLogs
+from msync.model import (
+    DeliveryEvent,
+    DeliveryState,
+    Device,
+    OSType,
+    Range,
+    Scope,
+    ScopeKind,
+    StoredOp,
+    SyncConfig,
+    SyncPoint,
+    Target,
+    ValidationError,
+    check_link,
+    parse_version,
+)
+from msync.store import DeviceClaimed, Store
+from msync.wire.frames import MAX_SERVER_FRAME
+from msync.wire.messages import (
+    VERSION,
+    Ack,
+    Bound,
+    Gap,
+    Hello,
+    Point,
+    Welcome,
+    to_frame,
+)
+
+_log = Logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The engine's limits and timings."""
+
+    heartbeat: int = 30
+    """Seconds between a device's pings; silence for 3 closes it."""
+    ack_timeout: float = 30.0
+    """Seconds an op may wait for its ack before it is pushed again."""
+    hello_timeout: float = 20.0
+    """Seconds a new connection has to say hello."""
+    max_attempts: int = 6
+    """Pushes of one op to one device before it is dropped for it."""
+    window_ops: int = 4096
+    """Unacked ops in flight per connection."""
+    window_bytes: int = 4 * 2**20
+    """Unacked op bytes in flight per connection."""
+    page: int = 1024
+    """Ops read from the store at a time."""
+    resend_cap: int = 100_000
+    """The most ops any scope keeps, even in resend mode 'all'."""
+    tick: float = 1.0
+    """Seconds between checks for overdue acks, idle links, held ops."""
+    frame_limit: int = MAX_SERVER_FRAME - 1024
+    """Largest sync frame; leaves room for the frame's own overhead."""
+
+
+class Refused(Exception):
+    """A device's request is refused; C{code} goes in the error frame."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code = code
+        self.text = text
+
+
+class Link(Protocol):
+    """What the engine needs of one device connection."""
+
+    paused: bool
+    """True while the transport asks us to stop writing."""
+
+    def send(self, data: bytes) -> None:
+        """Write bytes (whole frames) to the device."""
+
+    def close(self, code: str, text: str) -> None:
+        """Send an error frame, then close."""
+
+
+class Readable(Protocol):
+    """Something reading a scope under a config: a stream, a user log."""
+
+    @property
+    def config(self) -> SyncConfig: ...
+
+    @property
+    def scope(self) -> Scope: ...
+
+
+Validator = Callable[[str, str, str], Deferred[bool]]
+
+
+def no_validation(
+    instance_id: str, user_id: str, session: str
+) -> Deferred[bool]:
+    """The default validator: with no endpoint, nobody is validated."""
+    return succeed(False)
+
+
+def wire_scope(scope: Scope) -> str:
+    """The scope's name on the wire: C{u:USER}, C{d:DEVICE} or C{g}."""
+    if scope.kind is ScopeKind.GLOBAL:
+        return "g"
+    return f"{scope.kind.value}:{scope.link}"
+
+
+def secret_hash(secret: str) -> bytes:
+    """What the store keeps of a device secret."""
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+class Stream:
+    """One device's position in one scope, and what it has in flight."""
+
+    __slots__ = (
+        "biz",
+        "config",
+        "held_until",
+        "inflight",
+        "key",
+        "last_push",
+        "name",
+        "point",
+        "prior",
+        "scope",
+        "sent",
+        "session",
+        "wants_sync",
+    )
+
+    def __init__(
+        self, session: Session, config: SyncConfig, scope: Scope, point: int
+    ) -> None:
+        self.session = session
+        self.config = config
+        self.scope = scope
+        self.key = scope.key
+        self.biz = config.biz_type
+        self.name = wire_scope(scope)
+        self.point = point
+        """Every op at or below this is acked or skipped."""
+        self.sent = point
+        """Every op at or below this was pushed, skipped or acked."""
+        self.inflight: dict[int, list[int]] = {}
+        """Pushed, unacked op ids (in id order) -> [attempts, size]."""
+        self.prior: dict[int, int] = {}
+        """Pushes of an op before it was pushed again."""
+        self.last_push = 0.0
+        self.held_until = 0
+        self.wants_sync = True
+
+
+class Session:
+    """One online device: its connection, identity, streams and window."""
+
+    def __init__(
+        self,
+        link: Link,
+        instance_id: str,
+        device_id: str,
+        who: Audience,
+        now: float,
+    ) -> None:
+        self.link = link
+        self.instance_id = instance_id
+        self.device_id = device_id
+        self.audience = who
+        self.connected = now
+        self.last_heard = now
+        self.user_id = ""
+        self.session_id = ""
+        self.validated: bool | None = None
+        self.streams: dict[tuple[str, str], Stream] = {}
+        self.inflight_ops = 0
+        self.inflight_bytes = 0
+        self.pushes = 0
+        self.arrivals = 0
+        self.dirty: set[Stream] = set()
+        self.writing = False
+        self.closed = False
+
+    @property
+    def has_room(self) -> bool:
+        return not self.closed and not self.link.paused
+
+
+class Engine:
+    """The delivery engine; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: IReactorTime,
+        tuning: Tuning = Tuning(),
+        validate: Validator = no_validation,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.tuning = tuning
+        self._validate = validate
+        self._sessions: dict[tuple[str, str], Session] = {}
+        self._by_scope: dict[bytes, set[Stream]] = {}
+        self._configs: dict[str, dict[str, SyncConfig]] = {}
+        self._waiting: dict[Any, float] = {}
+        self._volatile = VolatileLogs(store, clock)
+        self._ticker = LoopingCall(self.tick)
+        self._ticker.clock = clock
+        self._unsubscribe: Callable[[], None] | None = None
+        from msync.delivery.single import UserLogs
+
+        self._users = UserLogs(self)
+
+    # --- lifecycle -----------------------------------------------------
+
+    def start(self) -> None:
+        """Listen for new ops and start the shared tick."""
+        self._unsubscribe = self.store.subscribe(self._stored)
+        self._ticker.start(self.tuning.tick, now=False)
+        self._volatile.start()
+
+    def stop(self) -> Deferred[None]:
+        """Close every connection and write out what is pending."""
+        if self._ticker.running:
+            self._ticker.stop()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        done = []
+        for session in list(self._sessions.values()):
+            session.link.close("SHUTDOWN", "the server is stopping")
+            done.append(self.disconnect(session))
+        return gatherResults(done).addCallback(_nothing)
+
+    @property
+    def online(self) -> int:
+        """How many devices are connected."""
+        return len(self._sessions)
+
+    def session(self, instance_id: str, device_id: str) -> Session | None:
+        """Return a device's session if it is online."""
+        return self._sessions.get((instance_id, device_id))
+
+    def user_sessions(self, instance_id: str, user_id: str) -> list[Session]:
+        """Return the online sessions bound to a user, newest first."""
+        found = [
+            s
+            for s in self._sessions.values()
+            if s.instance_id == instance_id and s.user_id == user_id
+        ]
+        return sorted(found, key=lambda s: s.connected, reverse=True)
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    # --- configs -------------------------------------------------------
+
+    def configs(self, instance_id: str) -> dict[str, SyncConfig]:
+        """An instance's configs, cached until L{config_changed}."""
+        found = self._configs.get(instance_id)
+        if found is None:
+            found = {c.biz_type: c for c in self.store.configs(instance_id)}
+            self._configs[instance_id] = found
+        return found
+
+    def config_changed(self, instance_id: str) -> None:
+        """
+        Re-read an instance's configs and re-plan its online devices'
+        streams (a config came online, went offline or changed).
+        """
+        self._configs.pop(instance_id, None)
+        for session in list(self._sessions.values()):
+            if session.instance_id == instance_id:
+                self._plan(session, {})
+                self.pump(session, sync=True)
+
+    # --- connections ---------------------------------------------------
+
+    def waiting(self, link: Link) -> None:
+        """A connection opened; it has C{hello_timeout} to say hello."""
+        self._waiting[link] = self.clock.seconds()
+
+    def forget(self, link: Link) -> None:
+        """A connection closed before its hello was admitted."""
+        self._waiting.pop(link, None)
+
+    def hello(self, link: Link, hello: Hello) -> Deferred[Session]:
+        """
+        Admit a device: check who it is, bind its id to its secret on
+        first use, replace an older connection of the same device, and
+        push its backlog.
+
+        @return: a Deferred firing with the session, or failing with
+            L{Refused}.
+        """
+        self._waiting.pop(link, None)
+        try:
+            device = self._check_hello(hello)
+        except Refused as e:
+            return _fail(e)
+        return self.store.save_device(device).addCallbacks(
+            lambda saved: self._admit(link, hello, saved),
+            self._claim_failed,
+        )
+
+    def _check_hello(self, hello: Hello) -> Device:
+        if hello.version != VERSION:
+            raise Refused(
+                "VERSION",
+                f"protocol version {VERSION} only, not {hello.version}",
+            )
+        instance = self.store.instance(hello.instance)
+        if instance is None:
+            raise Refused(
+                "UNKNOWN_INSTANCE", f"no instance {hello.instance!r}"
+            )
+        if instance.app_key and not _same(instance.app_key, hello.app_key):
+            raise Refused("AUTH", "wrong app key")
+        try:
+            check_link("device", hello.device)
+            OSType(hello.os)
+            parse_version(hello.app_version)
+            if hello.user:
+                check_link("user", hello.user)
+        except ValueError as e:
+            raise Refused("BAD_MESSAGE", str(e)) from e
+        now = self.now_ms()
+        old = self.store.device(hello.instance, hello.device)
+        secret = secret_hash(hello.secret)
+        if old is not None and old.secret_hash and old.secret_hash != secret:
+            raise Refused(
+                "DEVICE_CLAIMED", "this device id belongs to another device"
+            )
+        user = hello.user if hello.user else (old.user_id if old else "")
+        return Device(
+            instance_id=hello.instance,
+            device_id=hello.device,
+            secret_hash=secret,
+            user_id=user if hello.user else "",
+            session_validated=False,
+            os_type=hello.os,
+            app_version=hello.app_version,
+            first_seen_ms=now,
+            last_seen_ms=now,
+        )
+
+    def _claim_failed(self, failure: Any) -> Any:
+        failure.trap(DeviceClaimed)
+        raise Refused(
+            "DEVICE_CLAIMED", "this device id belongs to another device"
+        )
+
+    def _admit(self, link: Link, hello: Hello, device: Device) -> Session:
+        key = (hello.instance, hello.device)
+        old = self._sessions.get(key)
+        if old is not None:
+            old.link.close("REPLACED", "the device connected again")
+            self.disconnect(old)
+        session = Session(
+            link,
+            hello.instance,
+            hello.device,
+            audience(hello.device, hello.os, hello.app_version),
+            self.clock.seconds(),
+        )
+        self._sessions[key] = session
+        _log.info(
+            "device {device_id} of {instance_id} connected",
+            device_id=hello.device,
+            instance_id=hello.instance,
+        )
+        link.send(
+            to_frame(
+                Welcome(
+                    device=hello.device,
+                    heartbeat=self.tuning.heartbeat,
+                    time=self.now_ms(),
+                )
+            )
+        )
+        if hello.user and hello.session:
+            self._bind(session, hello.user, hello.session)
+        presented = {(p.biz, p.scope): p for p in hello.points}
+        self._plan(session, presented)
+        self.pump(session, sync=True)
+        return session
+
+    def heard(self, session: Session) -> None:
+        """The device sent something: it is alive."""
+        session.last_heard = self.clock.seconds()
+
+    def bind(self, session: Session, user_id: str, session_id: str) -> None:
+        """Bind a user to the device and re-plan its streams."""
+        try:
+            check_link("user", user_id)
+        except ValidationError as e:
+            raise Refused("BAD_MESSAGE", str(e)) from e
+        self._bind(session, user_id, session_id)
+        self._plan(session, {})
+        self.pump(session, sync=True)
+
+    def _bind(self, session: Session, user_id: str, session_id: str) -> None:
+        changed = (user_id, session_id) != (
+            session.user_id,
+            session.session_id,
+        )
+        session.user_id = user_id
+        session.session_id = session_id
+        if changed:
+            session.validated = None
+        self._record_device(session)
+        session.link.send(to_frame(Bound(user_id, session.validated)))
+        if session.validated is None:
+            d = self._validate(session.instance_id, user_id, session_id)
+            d.addCallbacks(
+                lambda ok: self._validated(session, user_id, session_id, ok),
+                lambda f: _log.failure(
+                    "session validation failed for {user_id}",
+                    f,
+                    user_id=user_id,
+                ),
+            )
+
+    def _validated(
+        self, session: Session, user_id: str, session_id: str, ok: bool
+    ) -> None:
+        if session.closed or (session.user_id, session.session_id) != (
+            user_id,
+            session_id,
+        ):
+            return
+        session.validated = bool(ok)
+        self._record_device(session)
+        session.link.send(to_frame(Bound(user_id, session.validated)))
+        self._plan(session, {})
+        self.pump(session, sync=True)
+
+    def unbind(self, session: Session) -> None:
+        """Unbind the device's user and drop its user streams."""
+        session.user_id = session.session_id = ""
+        session.validated = None
+        self._record_device(session)
+        session.link.send(to_frame(Bound("", None)))
+        self._plan(session, {})
+
+    def _record_device(self, session: Session) -> None:
+        device = self.store.device(session.instance_id, session.device_id)
+        if device is None:
+            return
+        from dataclasses import replace
+
+        d = self.store.save_device(
+            replace(
+                device,
+                user_id=session.user_id,
+                session_validated=bool(session.validated),
+                last_seen_ms=self.now_ms(),
+            )
+        )
+        d.addErrback(lambda f: _log.failure("recording a device failed", f))
+
+    def disconnect(self, session: Session) -> Deferred[None]:
+        """
+        The device went away: forget its streams, remember how often its
+        unacked ops were pushed, and write out its positions.
+        """
+        if session.closed:
+            return succeed(None)
+        session.closed = True
+        key = (session.instance_id, session.device_id)
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+        events = []
+        now = self.now_ms()
+        for stream in session.streams.values():
+            self._unsubscribe_stream(stream)
+            for op_id, (attempts, _) in stream.inflight.items():
+                events.append(
+                    DeliveryEvent(
+                        stream.scope,
+                        op_id,
+                        session.device_id,
+                        DeliveryState.PUSHED,
+                        now,
+                        session.user_id,
+                        attempts=attempts,
+                    )
+                )
+        self._users.leave(session)
+        d = self._flush(session)
+        if events:
+            d.addCallback(lambda _: self.store.record_deliveries(events))
+        d.addErrback(
+            lambda f: _log.failure("saving a device's state failed", f)
+        )
+        return d
+
+    # --- planning streams ---------------------------------------------
+
+    def _targets(
+        self, session: Session
+    ) -> Iterable[tuple[SyncConfig, Scope, bool]]:
+        """
+        Yield every config the device reads, with the scope it reads and
+        whether the scope is single-device (shared by the user's devices).
+        """
+        for config in self.configs(session.instance_id).values():
+            user_ok = bool(session.user_id) and (
+                not config.consistency or session.validated is True
+            )
+            if config.range is Range.GLOBAL:
+                if config.target is Target.DEVICE or user_ok:
+                    yield (
+                        config,
+                        Scope(
+                            session.instance_id,
+                            config.biz_type,
+                            ScopeKind.GLOBAL,
+                        ),
+                        False,
+                    )
+            elif config.target is Target.DEVICE:
+                yield (
+                    config,
+                    Scope(
+                        session.instance_id,
+                        config.biz_type,
+                        ScopeKind.DEVICE,
+                        session.device_id,
+                    ),
+                    False,
+                )
+            elif user_ok:
+                scope = Scope(
+                    session.instance_id,
+                    config.biz_type,
+                    ScopeKind.USER,
+                    session.user_id,
+                )
+                yield config, scope, not config.multi_device
+
+    def _plan(
+        self, session: Session, presented: dict[tuple[str, str], Point]
+    ) -> None:
+        """
+        Make the session's streams match what it should read now: keep
+        those still right, drop the rest, start the new ones at the right
+        position (with a gap notice when the device missed something).
+        """
+        wanted: dict[tuple[str, str], tuple[SyncConfig, Scope]] = {}
+        singles: list[tuple[SyncConfig, Scope]] = []
+        for config, scope, single in self._targets(session):
+            if single:
+                singles.append((config, scope))
+            else:
+                wanted[(config.biz_type, wire_scope(scope))] = (config, scope)
+        for name, stream in list(session.streams.items()):
+            target = wanted.get(name)
+            if (
+                target is None
+                or target[1] != stream.scope
+                or (target[0].persistent != stream.config.persistent)
+            ):
+                self._drop_stream(session, stream)
+            else:
+                stream.config = target[0]
+        for name, (config, scope) in wanted.items():
+            if name not in session.streams:
+                self._start_stream(session, config, scope, presented.get(name))
+        self._users.plan(session, singles, presented)
+
+    def _drop_stream(self, session: Session, stream: Stream) -> None:
+        self._unsubscribe_stream(stream)
+        for _, size in stream.inflight.values():
+            session.inflight_ops -= 1
+            session.inflight_bytes -= size
+        stream.inflight.clear()
+        session.streams.pop((stream.biz, stream.name), None)
+        session.dirty.discard(stream)
+
+    def _unsubscribe_stream(self, stream: Stream) -> None:
+        subs = self._by_scope.get(stream.key)
+        if subs is not None:
+            subs.discard(stream)
+            if not subs:
+                del self._by_scope[stream.key]
+
+    def _start_stream(
+        self,
+        session: Session,
+        config: SyncConfig,
+        scope: Scope,
+        presented: Point | None,
+    ) -> None:
+        epoch = self.store.epoch
+        stored = self.store.sync_point(scope, session.device_id)
+        known = stored.op_id if stored and stored.epoch == epoch else 0
+        had_point = stored is not None and stored.epoch == epoch
+        name = wire_scope(scope)
+        if presented is not None:
+            if presented.epoch == epoch:
+                known = max(known, presented.op_id)
+                had_point = True
+            else:
+                session.link.send(
+                    to_frame(Gap(config.biz_type, name, epoch, known, "reset"))
+                )
+
+        if config.persistent:
+            info = self.store.scope_info(scope)
+            start = known
+            if had_point and start < max(
+                info.trimmed_through, info.expired_through
+            ):
+                reason = (
+                    "threshold" if start < info.trimmed_through else "expired"
+                )
+                start = max(info.trimmed_through, info.expired_through)
+                session.link.send(
+                    to_frame(Gap(config.biz_type, name, epoch, start, reason))
+                )
+        else:
+            # Non-persistent ops go only to devices online when sent.
+            start = max(known, self._volatile.last_id(scope))
+
+        stream = Stream(session, config, scope, start)
+        if start != (stored.op_id if stored else -1):
+            session.dirty.add(stream)
+        session.streams[(config.biz_type, name)] = stream
+        self._by_scope.setdefault(scope.key, set()).add(stream)
+        self._load_prior(stream)
+
+    def _load_prior(self, stream: Stream) -> None:
+        # An op pushed to this device before it last went away keeps its
+        # count, so a poison op is still dropped after max_attempts.
+        if not stream.config.persistent:
+            return
+        ops = self.read(stream, stream.point, 16)
+        for op in ops:
+            record = self.store.delivery_record(
+                stream.scope, op.op_id, stream.session.device_id
+            )
+            if record is not None and record.attempts:
+                stream.prior[op.op_id] = record.attempts
+
+    # --- reading -------------------------------------------------------
+
+    def read(self, stream: Readable, after: int, limit: int) -> list[StoredOp]:
+        """Read a scope's ops above C{after}, from the store or memory."""
+        if stream.config.persistent:
+            return self.store.read_after(
+                stream.scope, after, limit, self.now_ms()
+            )
+        return self._volatile.read_after(stream.scope, after, limit)
+
+    def epoch(self) -> int:
+        return self.store.epoch
+
+    # --- pushing -------------------------------------------------------
+
+    def _stored(self, scope: Scope, op_id: int) -> None:
+        """The store announced a new op: push it to whoever reads it."""
+        self.scope_changed(scope)
+
+    def scope_changed(self, scope: Scope) -> None:
+        """New ops may be in C{scope}: pump every device reading it."""
+        streams = self._by_scope.get(scope.key)
+        if streams:
+            for session in {s.session for s in streams}:
+                self.pump(session)
+        self._users.changed(scope)
+
+    def push_volatile(
+        self, scope: Scope, body: bytes, meta: bytes, created_ms: int
+    ) -> tuple[int, int]:
+        """
+        Push a non-persistent op to the devices online now.
+
+        @return: its op id and how many devices it was pushed to.
+        """
+        op_id = self._volatile.append(scope, body, meta, created_ms)
+        streams = self._by_scope.get(scope.key, set())
+        for session in {s.session for s in streams}:
+            self.pump(session)
+        reached = sum(1 for s in streams if op_id in s.inflight)
+        reached += self._users.changed(scope, op_id)
+        return op_id, reached
+
+    def pull(self, session: Session) -> None:
+        """The device asked for everything it has not received."""
+        for stream in session.streams.values():
+            stream.wants_sync = True
+        self.pump(session, sync=True)
+
+    def pump(self, session: Session, sync: bool = False) -> None:
+        """Push what the session's window allows, in few frames."""
+        if not session.has_room:
+            return
+        builder = FrameBuilder(session.link.send, self.tuning.frame_limit)
+        now = self.clock.seconds()
+        progress = True
+        while progress and session.has_room:
+            progress = False
+            for stream in list(session.streams.values()):
+                if sync:
+                    stream.wants_sync = True
+                if self._fill(stream, builder, now):
+                    progress = True
+        self._users.fill(session)
+        builder.flush()
+        if session.dirty:
+            self._flush(session)
+
+    def room(self, session: Session) -> int:
+        """How many more ops the session's window takes now."""
+        if session.inflight_bytes >= self.tuning.window_bytes:
+            return 0
+        return max(0, self.tuning.window_ops - session.inflight_ops)
+
+    def _fill(self, stream: Stream, builder: FrameBuilder, now: float) -> bool:
+        """Push one page of a stream's ops; say whether anything moved."""
+        session = stream.session
+        now_ms = int(now * 1000)
+        room = min(self.room(session), self.tuning.page)
+        if (
+            room <= 0
+            or not stream.config.online
+            or stream.held_until > now_ms
+            or not session.has_room
+        ):
+            return False
+        ops = self.read(stream, stream.sent, room)
+        if not ops:
+            stream.wants_sync = False
+            return False
+        if not stream.wants_sync:
+            # Live pushes wait for an immediate op; deferred ones ride along.
+            last = -1
+            for i, op in enumerate(ops):
+                if Filters.decode(op.meta).immediate:
+                    last = i
+            if last < 0:
+                return False
+            ops = ops[: last + 1]
+
+        batch: list[tuple[int, bytes]] = []
+        moved = False
+        for op in ops:
+            if op.start_ms > now_ms:
+                stream.held_until = op.start_ms
+                break
+            moved = True
+            if not matches(Filters.decode(op.meta), session.audience):
+                stream.sent = op.op_id
+                continue
+            attempts = stream.prior.pop(op.op_id, 0) + 1
+            if attempts > self.tuning.max_attempts:
+                self._dropped(stream, op.op_id, attempts - 1)
+                stream.sent = op.op_id
+                continue
+            stream.inflight[op.op_id] = [attempts, len(op.body)]
+            session.inflight_ops += 1
+            session.inflight_bytes += len(op.body)
+            batch.append((op.op_id, op.body))
+            stream.sent = op.op_id
+        if batch:
+            builder.add(stream.biz, stream.name, self.store.epoch, batch)
+            session.pushes += len(batch)
+            stream.last_push = now
+        self._resolve(stream)
+        return moved
+
+    def _resolve(self, stream: Stream) -> None:
+        # Everything below the first unacked op is done (acked or skipped).
+        if stream.inflight:
+            done = next(iter(stream.inflight)) - 1
+        else:
+            done = stream.sent
+        if done > stream.point:
+            stream.point = done
+            stream.session.dirty.add(stream)
+
+    def _dropped(self, stream: Stream, op_id: int, attempts: int) -> None:
+        session = stream.session
+        _log.info(
+            "dropped op {op_id} of {scope} for device {device_id} after "
+            "{attempts} pushes",
+            op_id=op_id,
+            scope=str(stream.scope),
+            device_id=session.device_id,
+            attempts=attempts,
+        )
+        event = DeliveryEvent(
+            stream.scope,
+            op_id,
+            session.device_id,
+            DeliveryState.DROPPED,
+            self.now_ms(),
+            session.user_id,
+            reason="retries",
+        )
+        d = self.store.record_deliveries([event])
+        d.addErrback(lambda f: _log.failure("recording a drop failed", f))
+        session.link.send(
+            to_frame(
+                Gap(
+                    stream.biz, stream.name, self.store.epoch, op_id, "retries"
+                )
+            )
+        )
+
+    # --- acks ----------------------------------------------------------
+
+    def ack(self, session: Session, ack: Ack) -> None:
+        """Take the device's cumulative acks and push what they make room
+        for."""
+        epoch = self.store.epoch
+        for p in ack.points:
+            if p.epoch != epoch:
+                continue
+            stream = session.streams.get((p.biz, p.scope))
+            if stream is None:
+                self._users.ack(session, p)
+                continue
+            upto = min(p.op_id, stream.sent)
+            freed = [i for i in stream.inflight if i <= upto]
+            for op_id in freed:
+                _, size = stream.inflight.pop(op_id)
+                session.inflight_ops -= 1
+                session.inflight_bytes -= size
+            session.arrivals += len(freed)
+            if upto > stream.point:
+                stream.point = upto
+                session.dirty.add(stream)
+            self._resolve(stream)
+        self.pump(session)
+        self._flush(session)
+
+    def _flush(self, session: Session) -> Deferred[None]:
+        """
+        Write the session's moved positions and counters, one write at a
+        time per session; what moves meanwhile goes in the next write.
+        """
+        if session.writing:
+            return succeed(None)
+        points: list[tuple[Scope, str | None, SyncPoint]] = [
+            (s.scope, session.device_id, SyncPoint(self.store.epoch, s.point))
+            for s in session.dirty
+        ]
+        points += self._users.points(session)
+        session.dirty = set()
+        pushes, arrivals = session.pushes, session.arrivals
+        session.pushes = session.arrivals = 0
+        if not points and not pushes and not arrivals:
+            return succeed(None)
+        session.writing = True
+        d = self.store.advance_sync_points(points)
+        if pushes or arrivals:
+            self.store.add_counts(
+                session.instance_id,
+                session.device_id,
+                session.user_id,
+                self.now_ms(),
+                pushes,
+                arrivals,
+            ).addErrback(lambda f: _log.failure("counting failed", f))
+
+        def written(_: object) -> None:
+            session.writing = False
+            if session.dirty or session.pushes or session.arrivals:
+                self._flush(session)
+
+        return d.addCallback(written).addErrback(
+            lambda f: _log.failure("saving sync points failed", f)
+        )
+
+    # --- the shared tick ------------------------------------------------
+
+    def tick(self) -> None:
+        """
+        Run the periodic checks for every connection in one pass: silent
+        links, overdue acks, held ops whose start has come.
+        """
+        now = self.clock.seconds()
+        now_ms = int(now * 1000)
+        idle = 3 * self.tuning.heartbeat
+        for link, since in list(self._waiting.items()):
+            if now - since > self.tuning.hello_timeout:
+                del self._waiting[link]
+                link.close("IDLE", "no hello in time")
+        for session in list(self._sessions.values()):
+            if now - session.last_heard > idle:
+                session.link.close("IDLE", f"nothing heard for {idle} s")
+                self.disconnect(session)
+                continue
+            wake = False
+            for stream in session.streams.values():
+                if (
+                    stream.inflight
+                    and now - stream.last_push >= self.tuning.ack_timeout
+                ):
+                    self._retry(stream)
+                    wake = True
+                if stream.held_until and stream.held_until <= now_ms:
+                    stream.held_until = 0
+                    wake = True
+            if self._users.tick(session, now):
+                wake = True
+            if wake:
+                self.pump(session, sync=True)
+
+    def _retry(self, stream: Stream) -> None:
+        """
+        Take a stream's unacked ops back so the next fill pushes them
+        again, in order; the fill drops those pushed too often.
+        """
+        session = stream.session
+        for op_id, (attempts, size) in stream.inflight.items():
+            session.inflight_ops -= 1
+            session.inflight_bytes -= size
+            stream.prior[op_id] = attempts
+        stream.inflight.clear()
+        stream.sent = stream.point
+        stream.wants_sync = True
+
+
+def _nothing(_: object) -> None:
+    return None
+
+
+def _same(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _fail(e: Exception) -> Deferred[Any]:
+    from twisted.internet.defer import fail
+
+    return fail(e)

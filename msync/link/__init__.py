@@ -1,0 +1,1 @@
+"""The Twisted side of device connections: a thin protocol and factory."""

@@ -1,0 +1,187 @@
+"""
+The device connection: bytes in, frames out, everything else in the
+engine.
+
+L{DeviceProtocol} decodes frames with the sans-IO codec, hands messages to
+the L{msync.delivery.engine.Engine}, and is the one place where a bad frame
+or a failure becomes an C{error} frame and a close.  It is also the
+transport's push producer, so a device that reads slowly makes the engine
+stop writing to it instead of buffering.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from msync.delivery.engine import Engine, Refused, Session
+from msync.wire.frames import MAX_DEVICE_FRAME, FrameDecoder, ProtocolError
+from msync.wire.messages import (
+    Ack,
+    Bind,
+    Error,
+    Hello,
+    Ping,
+    Pong,
+    Pull,
+    Unbind,
+    parse,
+    to_frame,
+)
+
+_log = Logger()
+
+
+@implementer(IPushProducer)
+class DeviceProtocol(Protocol):
+    """One device connection."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._decoder = FrameDecoder(MAX_DEVICE_FRAME)
+        self._queue: deque[dict[str, Any]] = deque()
+        self._busy = False
+        self.session: Session | None = None
+        self.paused = False
+        self.closed = False
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._engine.waiting(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self._queue.extend(self._decoder.feed(data))
+        except ProtocolError as e:
+            self.close(e.code, e.text)
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        # Messages are handled one at a time and in order; a hello is
+        # asynchronous, so whatever follows it waits for it.
+        while self._queue and not self._busy and not self.closed:
+            self._handle(self._queue.popleft())
+
+    def _handle(self, raw: dict[str, Any]) -> None:
+        try:
+            message = parse(raw)
+            session = self.session
+            if session is None:
+                if not isinstance(message, Hello):
+                    raise ProtocolError("UNEXPECTED", "say hello first")
+                self._busy = True
+                d = self._engine.hello(self, message)
+                d.addCallbacks(self._admitted, self._refused)
+                return
+            self._engine.heard(session)
+            match message:
+                case Ack():
+                    self._engine.ack(session, message)
+                case Ping():
+                    self.send(to_frame(Pong(message.n)))
+                case Pong():
+                    pass
+                case Pull():
+                    self._engine.pull(session)
+                case Bind():
+                    self._engine.bind(session, message.user, message.session)
+                case Unbind():
+                    self._engine.unbind(session)
+                case Error():
+                    _log.info(
+                        "device {device_id} reported {code}: {text}",
+                        device_id=session.device_id,
+                        code=message.code,
+                        text=message.text,
+                    )
+                    self._lose()
+                case _:
+                    raise ProtocolError(
+                        "UNEXPECTED",
+                        f"{raw['t']} is not sent by devices",
+                    )
+        except (ProtocolError, Refused) as e:
+            self.close(e.code, e.text)
+        except Exception:
+            _log.failure("handling a device message failed")
+            self.close("INTERNAL", "internal error")
+
+    def _admitted(self, session: Session) -> None:
+        self._busy = False
+        if self.closed:
+            # The device left while its hello was being checked.
+            self._engine.disconnect(session)
+            return
+        self.session = session
+        self._drain()
+
+    def _refused(self, failure: Failure) -> None:
+        self._busy = False
+        e = failure.value
+        if isinstance(e, Refused):
+            _log.info(
+                "refused a device: {code} {text}", code=e.code, text=e.text
+            )
+            self.close(e.code, e.text)
+        else:
+            _log.failure("admitting a device failed", failure)
+            self.close("INTERNAL", "internal error")
+
+    # --- what the engine calls --------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Write whole frames, unless the connection is closing."""
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def close(self, code: str, text: str) -> None:
+        """Say why in an error frame, then close."""
+        if self.closed:
+            return
+        self.transport.write(to_frame(Error(code, text)))  # type: ignore[union-attr]
+        self._lose()
+
+    def _lose(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed = True
+        if self.session is not None:
+            self._engine.disconnect(self.session)
+            self.session = None
+        else:
+            self._engine.forget(self)
+
+    # --- push producer ---------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self.session is not None:
+            self._engine.pump(self.session)
+
+    def stopProducing(self) -> None:
+        self._lose()
+
+
+class DeviceFactory(Factory):
+    """Builds a L{DeviceProtocol} per connection, all on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def buildProtocol(self, addr: Any) -> DeviceProtocol:
+        return DeviceProtocol(self._engine)
