@@ -1,0 +1,179 @@
+"""
+The device connection adapter: bytes in, the engine called, errors as
+error frames and a close.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from msync.link.protocol import DeviceFactory, DeviceProtocol
+from msync.model import Target
+from msync.wire.frames import MAX_SERVER_FRAME, FrameDecoder, encode
+from msync.wire.messages import (
+    Ack,
+    Error,
+    Hello,
+    Message,
+    Ping,
+    Point,
+    Pong,
+    Sync,
+    Welcome,
+    parse,
+    to_frame,
+)
+from tests.delivery_world import INSTANCE, World
+
+HELLO = Hello(
+    instance=INSTANCE,
+    device="dev1",
+    secret="s" * 20,
+    os="IOS",
+    app_version="1.0",
+)
+
+
+class Conn:
+    """A protocol on a string transport, and what it wrote."""
+
+    def __init__(self, world: World) -> None:
+        self.proto = DeviceFactory(world.engine).buildProtocol(None)
+        assert isinstance(self.proto, DeviceProtocol)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self._decoder = FrameDecoder(MAX_SERVER_FRAME)
+        self.received: list[Message] = []
+
+    def feed(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def read(self) -> list[Message]:
+        data = self.transport.value()
+        self.transport.clear()
+        self.received += [parse(m) for m in self._decoder.feed(data)]
+        return self.received
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+    def error(self) -> Error:
+        errors = [m for m in self.read() if isinstance(m, Error)]
+        assert errors, self.received
+        return errors[-1]
+
+
+class LinkTests(SynchronousTestCase):
+    """Frames from devices, good and bad."""
+
+    def setUp(self) -> None:
+        self.w = World(self)
+        self.w.config("A", Target.DEVICE)
+
+    def test_hello_then_ping(self) -> None:
+        """A hello is welcomed and a ping answered with its number."""
+        c = Conn(self.w)
+        c.feed(to_frame(HELLO) + to_frame(Ping(7)))
+        self.assertIsInstance(c.read()[0], Welcome)
+        self.assertEqual(c.read()[-1], Pong(7))
+        self.assertFalse(c.lost)
+
+    def test_byte_at_a_time(self) -> None:
+        """Frames split into single bytes work the same."""
+        c = Conn(self.w)
+        for byte in to_frame(HELLO) + to_frame(Ping(1)):
+            c.feed(bytes([byte]))
+        self.assertEqual(c.read()[-1], Pong(1))
+
+    def test_ops_and_acks(self) -> None:
+        """Ops reach the connection and its acks free the window."""
+        c = Conn(self.w)
+        c.feed(to_frame(HELLO))
+        r = self.w.send("A", "x", "dev1")
+        [sync] = [m for m in c.read() if isinstance(m, Sync)]
+        self.assertEqual(sync.groups[0].ops[0].op_id, r.op_id)
+        point = Point("A", "d:dev1", self.w.store.epoch, r.op_id)
+        c.feed(to_frame(Ack((point,))))
+        assert c.proto.session is not None
+        self.assertEqual(c.proto.session.inflight_ops, 0)
+
+    def test_frames_before_hello_refused(self) -> None:
+        """Anything but hello first is refused, then the link closes."""
+        c = Conn(self.w)
+        c.feed(to_frame(Ping(1)))
+        self.assertEqual(c.error().code, "UNEXPECTED")
+        self.assertTrue(c.lost)
+
+    def test_second_hello_refused(self) -> None:
+        """A second hello is out of order."""
+        c = Conn(self.w)
+        c.feed(to_frame(HELLO) + to_frame(HELLO))
+        self.assertEqual(c.error().code, "UNEXPECTED")
+
+    def test_server_messages_from_device_refused(self) -> None:
+        """Messages only the server sends are refused from a device."""
+        c = Conn(self.w)
+        c.feed(to_frame(HELLO) + to_frame(Welcome("dev1", 30, 0)))
+        self.assertEqual(c.error().code, "UNEXPECTED")
+
+    def test_bad_frames(self) -> None:
+        """Undecodable, oversized and malformed frames each get their
+        code, and nothing after them is read."""
+        cases = [
+            (struct.pack(">I", 3) + b"\xc1\xc1\xc1", "BAD_FRAME"),
+            (struct.pack(">I", 10**7), "FRAME_TOO_LARGE"),
+            (encode({"t": "hello", "v": "1"}), "BAD_MESSAGE"),
+            (encode({"t": "nonsense"}), "BAD_MESSAGE"),
+        ]
+        for data, code in cases:
+            c = Conn(self.w)
+            c.feed(data + to_frame(HELLO))
+            self.assertEqual(c.error().code, code)
+            self.assertTrue(c.lost)
+            self.assertFalse(any(isinstance(m, Welcome) for m in c.read()))
+
+    def test_nothing_after_error(self) -> None:
+        """Frames arriving after an error are ignored."""
+        c = Conn(self.w)
+        c.feed(to_frame(Ping(1)))
+        c.read()
+        c.feed(to_frame(HELLO))
+        self.assertEqual(c.transport.value(), b"")
+
+    def test_refused_hello(self) -> None:
+        """A refused hello gets its code and a close."""
+        c = Conn(self.w)
+        c.feed(to_frame(Hello("nope", "d", "s" * 20, "IOS", "1")))
+        self.assertEqual(c.error().code, "UNKNOWN_INSTANCE")
+        self.assertTrue(c.lost)
+
+    def test_device_error_closes(self) -> None:
+        """A device's error frame closes its connection quietly."""
+        c = Conn(self.w)
+        c.feed(to_frame(HELLO) + to_frame(Error("INTERNAL", "bye")))
+        self.assertTrue(c.lost)
+        self.assertFalse(any(isinstance(m, Error) for m in c.read()))
+
+    def test_connection_lost_forgets_session(self) -> None:
+        """A lost connection takes its device offline."""
+        c = Conn(self.w)
+        c.feed(to_frame(HELLO))
+        self.assertEqual(self.w.engine.online, 1)
+        c.proto.connectionLost()
+        self.assertEqual(self.w.engine.online, 0)
+
+    def test_pause_and_resume(self) -> None:
+        """While the transport pauses us nothing is written; on resume the
+        pending ops go out."""
+        c = Conn(self.w)
+        c.feed(to_frame(HELLO))
+        c.read()
+        c.proto.pauseProducing()
+        self.w.send("A", "x", "dev1")
+        self.assertEqual(c.transport.value(), b"")
+        c.proto.resumeProducing()
+        self.assertTrue(any(isinstance(m, Sync) for m in c.read()))
