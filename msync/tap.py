@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.application.internet import (
     StreamServerEndpointService,
     TimerService,
@@ -19,9 +20,11 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from msync import __version__, devcerts
 from msync.bootstrap import BootstrapService
+from msync.consistency.validator import SessionValidator
 from msync.delivery.engine import Engine
 from msync.link.protocol import DeviceFactory
 from msync.settings import Settings, SettingsError, load_file, resolve
@@ -113,7 +116,12 @@ def makeService(options: Options) -> IService:
         settings.sweep_interval, _sweep, store, reactor
     ).setServiceParent(root)
 
-    engine = Engine(store, reactor)
+    # Tenant validation calls: pooled connections, bounded connect time.
+    pool = HTTPConnectionPool(reactor)
+    http = HTTPClient(Agent(reactor, connectTimeout=5, pool=pool))
+    engine = Engine(
+        store, reactor, validate=SessionValidator(http, reactor, store)
+    )
     EngineService(engine).setServiceParent(root)
     _listener(
         "devices",
