@@ -266,6 +266,21 @@ class Contract:
         self.assertEqual(self.store.sync_point(ALICE, "d1"), SyncPoint(e, 12))
 
     @inlineCallbacks
+    def test_shared_point_keeps_done_ops_above(self) -> Any:
+        """Ops done above a shared point stay done until the point passes
+        them."""
+        e = self.store.epoch
+        yield self.store.advance_sync_points(
+            [(ALICE, None, SyncPoint(e, 5, (9, 12)))]
+        )
+        yield self.store.advance_sync_points(
+            [(ALICE, None, SyncPoint(e, 10, (15,)))]
+        )
+        self.assertEqual(
+            self.store.sync_point(ALICE, None), SyncPoint(e, 10, (12, 15))
+        )
+
+    @inlineCallbacks
     def test_sync_point_of_new_epoch_replaces(self) -> Any:
         """A point from another epoch replaces the old one."""
         yield self.store.advance_sync_points([(ALICE, "d1", SyncPoint(1, 9))])
@@ -566,3 +581,30 @@ def _rmtree(path: str) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+class OfflineTests(TestCase):
+    """Preparing a data directory without a running daemon."""
+
+    def test_offline_writes_are_seen_by_the_daemon_store(self) -> None:
+        """What an offline transaction writes, a store opened later reads,
+        with the schema in place."""
+        from msync.store import catalog, oplog
+
+        path = tempfile.mkdtemp(prefix="msync-store-")
+        self.addCleanup(_rmtree, path)
+
+        def seed(tx: Any) -> int:
+            oplog.initialize(tx, new_epoch=42)
+            catalog.put_instance(tx, Instance("ws_app"))
+            return oplog.append(tx, op()).op_id
+
+        op_id = LMDBEngine.offline(path, seed)
+        store = Store(LMDBEngine(path, reactor, map_size=2**28))
+        store.open()
+        self.addCleanup(store.close)
+        self.assertEqual(store.epoch, 42)
+        self.assertIsNotNone(store.instance("ws_app"))
+        self.assertEqual(
+            [o.op_id for o in store.read_after(ALICE, 0, 9, NOW)], [op_id]
+        )

@@ -142,6 +142,28 @@ class LMDBEngine:
         self._thread.start()
         return result
 
+    @staticmethod
+    def offline(
+        path: str, fn: Callable[[_LMDBTables], T], map_size: int = 2**30
+    ) -> T:
+        """
+        Run C{fn} in one write transaction on a store no daemon has open,
+        on the calling thread, and close it again: for preparing a data
+        directory (tests, benchmarks, offline tools).
+        """
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        env = lmdb.open(
+            path, map_size=map_size, max_dbs=len(Table) + 1, mode=0o600
+        )
+        try:
+            with env.begin(write=True) as txn:
+                dbs = {
+                    t: env.open_db(t.value.encode(), txn=txn) for t in Table
+                }
+                return fn(_LMDBTables(txn, dbs))
+        finally:
+            env.close()
+
     def close(self) -> Deferred[None]:
         """Finish queued writes, stop the writer and close the files."""
         if self._thread is None:

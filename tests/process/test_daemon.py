@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.process.harness import ROOT, TWISTD, Daemon, run
+from msync.testing import ROOT, TWISTD, Daemon, run
 
 pytestmark = pytest.mark.process
 

@@ -1,6 +1,7 @@
 """
-Run a real C{twistd msync} on loopback for tests: OS-chosen ports, waits
-on conditions with generous bounds, and a stop in every cleanup.
+Run a real C{twistd msync} on loopback, for tests and benchmarks:
+OS-chosen ports, waits on conditions with generous bounds, and stops that
+check the daemon shut down cleanly.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 CERTS = os.path.join(ROOT, "certs")
 
