@@ -27,10 +27,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from lean_device import LeanDevice, tls_context  # noqa: E402
+from lean_device import LeanDevice, tls_context
 
-from msync.delivery.ops import Filters  # noqa: E402
-from msync.model import (  # noqa: E402
+from msync.delivery.ops import Filters
+from msync.model import (
     Instance,
     NewOp,
     Scope,
@@ -38,10 +38,13 @@ from msync.model import (  # noqa: E402
     SyncConfig,
     Target,
 )
-from msync.store import LMDBEngine  # noqa: E402
-from msync.store import catalog, oplog  # noqa: E402
-from msync.testing import CERTS, Daemon, wait_until  # noqa: E402
-from msync.wire.messages import Hello, op_body  # noqa: E402
+from msync.store import (
+    LMDBEngine,
+    catalog,
+    oplog,
+)
+from msync.testing import CERTS, Daemon
+from msync.wire.messages import Hello, op_body
 
 INSTANCE = "BENCH_app"
 DAY_MS = 86_400_000
