@@ -156,7 +156,7 @@ class Daemon:
         return f"http://127.0.0.1:{self.ports['HTTP']}"
 
 
-def run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+def run(args: list[str]) -> subprocess.CompletedProcess[str]:
     """Run a command to completion with a bound, capturing its output."""
     return subprocess.run(
         args,
@@ -165,7 +165,6 @@ def run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         timeout=BOUND,
         stdin=subprocess.DEVNULL,
         cwd=ROOT,
-        **kw,  # type: ignore[arg-type]
     )
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -196,6 +196,8 @@ class DeviceClient:
             clock=reactor,
         )
 
+        # The connection open now, and the same once it is welcome.
+        self._open: DeviceProtocol | None = None
         self._protocol: DeviceProtocol | None = None
         self._hello_user: tuple[str, str] | None = None
         self._callbacks: dict[str, MessageCallback] = {}
@@ -236,8 +238,13 @@ class DeviceClient:
 
         @return: Fires once the connection (or attempt) is over.
         """
-        if not self._service.running:
-            return succeed(None)
+        # Nothing more is read from a connection the app is leaving, so no
+        # frame still in flight is delivered after this call.
+        if self._open is not None:
+            self._open.close()
+
+        # Safe to repeat: a service already stopping (after a fatal error)
+        # answers when it is done, one never started at once.
         stopped: Deferred[None] = self._service.stopService()
         return stopped
 
@@ -246,10 +253,10 @@ class DeviceClient:
         Go to the background for good and close the local store, so that
         another client may open it.
         """
+        self._closed = True
         done = self.app_to_background()
 
         def closed(result: None) -> None:
-            self._closed = True
             for call in self._backlog.values():
                 call.cancel()
             self._backlog.clear()
@@ -344,8 +351,9 @@ class DeviceClient:
 
     # --- what the connection reports (msync.device.protocol.Owner) -------
 
-    def hello(self) -> Hello:
-        """Return the hello for a new connection."""
+    def hello(self, protocol: DeviceProtocol) -> Hello:
+        """Return the hello for C{protocol}, a new connection."""
+        self._open = protocol
         user = self._store.user()
         self._hello_user = user
         return Hello(
@@ -399,6 +407,8 @@ class DeviceClient:
 
     def connection_lost(self, protocol: DeviceProtocol) -> None:
         """A connection ended; the service reconnects if it should."""
+        if self._open is protocol:
+            self._open = None
         if self._protocol is protocol:
             _log.info("Disconnected from {where}", where=self._where)
             self._protocol = None
@@ -419,9 +429,7 @@ class DeviceClient:
             protocol.send_points(received.points)
         self._deliver(received.new)
 
-    def _deliver(
-        self, messages: list[SyncMessage] | tuple[SyncMessage, ...]
-    ) -> None:
+    def _deliver(self, messages: Iterable[SyncMessage]) -> None:
         for message in messages:
             biz = message.biz_type
 

@@ -46,6 +46,8 @@ __all__ = ["Identity", "LocalStore", "LocalStoreError", "Received"]
 SCHEMA = b"1"
 
 #: LMDB reserves address space, not disk: the file grows as it fills.
+#: XXX: an app that never reports its messages fills it in the end; every
+#: sync frame then fails, and the device reconnects without progress.
 DEFAULT_MAP_SIZE = 256 * 1024 * 1024
 
 _U64 = struct.Struct(">Q")

@@ -65,8 +65,13 @@ HELLO_TIMEOUT = 30.0
 #: Heartbeats a server may miss before the device drops the connection.
 SILENT_HEARTBEATS = 3
 
-#: What the server may send once the device is welcome.
-_AFTER_WELCOME = (Sync, Gap, Bound, Ping, Pong, Error)
+#: What the owner hears of once the device is welcome; the protocol
+#: answers pings itself and needs nothing from a pong but its arrival.
+_FOR_OWNER = (Sync, Gap, Bound)
+
+#: The longest error text the device sends: the server takes 1,024 bytes,
+#: and a reason quoting the peer's bad input could be far longer.
+_MAX_ERROR_TEXT = 200
 
 #: Room in a frame for everything but its points, rounded well up.
 _FRAME_OVERHEAD = 1024
@@ -75,8 +80,8 @@ _FRAME_OVERHEAD = 1024
 class Owner(TypingProtocol):
     """What a L{DeviceProtocol} reports to."""
 
-    def hello(self) -> Hello:
-        """Return the hello to open a connection with."""
+    def hello(self, protocol: DeviceProtocol) -> Hello:
+        """Return the hello to open C{protocol}'s connection with."""
 
     def welcomed(self, protocol: DeviceProtocol, welcome: Welcome) -> None:
         """The server accepted the device on C{protocol}."""
@@ -149,9 +154,13 @@ class DeviceProtocol(Protocol):
             self.send(Ack(tuple(run)))
 
     def close(self) -> None:
-        """Close the connection once what was written is sent."""
-        self._closing = True
-        self._transport().loseConnection()
+        """
+        Close the connection once what was written is sent; nothing more
+        is read or written on it.
+        """
+        if not self._closing:
+            self._closing = True
+            self._transport().loseConnection()
 
     def drop(self) -> None:
         """Close the connection at once: the peer is gone or lost."""
@@ -167,7 +176,7 @@ class DeviceProtocol(Protocol):
 
     def connectionMade(self) -> None:
         """Say hello, and give the server a while to answer it."""
-        hello = self._owner.hello()
+        hello = self._owner.hello(self)
 
         # A hello must fit in one device frame, and the server's own points
         # are as good as ours for any it does not hear of now: those that
@@ -197,7 +206,7 @@ class DeviceProtocol(Protocol):
                 code=e.code,
                 text=e.text,
             )
-            self.send(Error(e.code, e.text))
+            self.send(Error(e.code, e.text[:_MAX_ERROR_TEXT]))
             self.close()
         except Exception:
             # Our own fault (or the local store's): the frame is not
@@ -233,7 +242,7 @@ class DeviceProtocol(Protocol):
             self.send(Pong(message.n))
         elif isinstance(message, Pong):
             pass
-        elif isinstance(message, _AFTER_WELCOME):
+        elif isinstance(message, _FOR_OWNER):
             self._owner.message_received(self, message)
         else:
             raise ProtocolError(
@@ -283,6 +292,10 @@ class DeviceProtocol(Protocol):
 
 class DeviceFactory(Factory):
     """Makes a L{DeviceProtocol} for each connection of one owner."""
+
+    # The client logs its own connects and drops; the factory's start and
+    # stop on every reconnect would only be noise.
+    noisy = False
 
     def __init__(self, clock: IReactorTime, owner: Owner) -> None:
         self._clock = clock

@@ -147,7 +147,8 @@ class DeviceProtocol(Protocol):
         """Say why in an error frame, then close."""
         if self.closed:
             return
-        self.transport.write(to_frame(Error(code, text)))  # type: ignore[union-attr]
+        # Error texts may quote what the device sent: keep them short.
+        self.transport.write(to_frame(Error(code, text[:200])))  # type: ignore[union-attr]
         self._lose()
 
     def _lose(self) -> None:
