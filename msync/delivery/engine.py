@@ -218,6 +218,7 @@ class Session:
         self.arrivals = 0
         self.dirty: set[Stream] = set()
         self.writing = False
+        self.waiters: list[Deferred[None]] = []
         self.closed = False
 
     @property
@@ -527,7 +528,7 @@ class Engine:
                     )
                 )
         self._users.leave(session)
-        d = self._flush(session)
+        d = self._flush(session, final=True)
         if events:
             d.addCallback(lambda _: self.store.record_deliveries(events))
         d.addErrback(
@@ -876,43 +877,62 @@ class Engine:
         self.pump(session)
         self._flush(session)
 
-    def _flush(self, session: Session) -> Deferred[None]:
+    def _flush(self, session: Session, final: bool = False) -> Deferred[None]:
         """
-        Write the session's moved positions and counters, one write at a
-        time per session; what moves meanwhile goes in the next write.
+        Write the session's moved positions, one write at a time per
+        session; what moves meanwhile goes in the next write.  Push and
+        arrival counters ride along with positions, or go in the C{final}
+        flush of a leaving device, which also waits for a write already
+        under way.
         """
         if session.writing:
-            return succeed(None)
+            if not final:
+                return succeed(None)
+            waiter: Deferred[None] = Deferred()
+            session.waiters.append(waiter)
+            return waiter
         points: list[tuple[Scope, str | None, SyncPoint]] = [
             (s.scope, session.device_id, SyncPoint(self.store.epoch, s.point))
             for s in session.dirty
         ]
         points += self._users.points(session)
         session.dirty = set()
-        pushes, arrivals = session.pushes, session.arrivals
-        session.pushes = session.arrivals = 0
+        pushes = arrivals = 0
+        if points or final:
+            pushes, arrivals = session.pushes, session.arrivals
+            session.pushes = session.arrivals = 0
         if not points and not pushes and not arrivals:
             return succeed(None)
+
         session.writing = True
-        d = self.store.advance_sync_points(points)
+        writes: list[Deferred[Any]] = []
+        if points:
+            writes.append(self.store.advance_sync_points(points))
         if pushes or arrivals:
-            self.store.add_counts(
-                session.instance_id,
-                session.device_id,
-                session.user_id,
-                self.now_ms(),
-                pushes,
-                arrivals,
-            ).addErrback(lambda f: _log.failure("counting failed", f))
+            writes.append(
+                self.store.add_counts(
+                    session.instance_id,
+                    session.device_id,
+                    session.user_id,
+                    self.now_ms(),
+                    pushes,
+                    arrivals,
+                )
+            )
 
-        def written(_: object) -> None:
+        def written(_: object) -> Deferred[None]:
             session.writing = False
-            if session.dirty or session.pushes or session.arrivals:
-                self._flush(session)
+            waiters, session.waiters = session.waiters, []
+            if not session.dirty and not waiters:
+                return succeed(None)
+            follow = self._flush(session, final=bool(waiters))
+            for w in waiters:
+                follow.addBoth(_release, w)
+            return follow
 
-        return d.addCallback(written).addErrback(
-            lambda f: _log.failure("saving sync points failed", f)
-        )
+        d = gatherResults(writes, consumeErrors=True)
+        d.addErrback(lambda f: _log.failure("saving sync points failed", f))
+        return d.addCallback(written)
 
     # --- the shared tick ------------------------------------------------
 
@@ -966,6 +986,11 @@ class Engine:
 
 def _nothing(_: object) -> None:
     return None
+
+
+def _release(result: object, waiter: Deferred[None]) -> object:
+    waiter.callback(None)
+    return result
 
 
 def _same(a: str, b: str) -> bool:
