@@ -4,6 +4,7 @@ The C{msync} command line: one subcommand per task.
   - C{msync certs [DIR]}: make development certificates if missing.
   - C{msync version}: print the version.
   - C{msync device ...}: a device that prints the ops pushed to it.
+  - C{msync push ...}: send one op through a gateway, as a backend.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 
 from msync import __version__, devcerts
 from msync.device import cli as device_cli
+from msync.gateway import cli as push_cli
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -40,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("device", help="watch pushes arrive, as a device")
     device_cli.add_arguments(d)
     d.set_defaults(run=device_cli.run)
+    g = sub.add_parser("push", help="send one op through a gateway")
+    push_cli.add_arguments(g)
+    g.set_defaults(run=push_cli.run)
     return p
 
 

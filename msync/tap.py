@@ -26,6 +26,8 @@ from msync import __version__, devcerts
 from msync.bootstrap import BootstrapService
 from msync.consistency.validator import SessionValidator
 from msync.delivery.engine import Engine
+from msync.delivery.sender import Sender
+from msync.gateway.app import GatewayApp
 from msync.link.protocol import DeviceFactory
 from msync.settings import Settings, SettingsError, load_file, resolve
 from msync.store import StoreService, sweep_expired
@@ -130,7 +132,8 @@ def makeService(options: Options) -> IService:
         reactor,
     ).setServiceParent(root)
 
-    web = RootApp(store)
+    gateway = GatewayApp(store, Sender(engine), reactor)
+    web = RootApp(store, gateway)
     _listener(
         "HTTP", settings.http_port, site(web.resource()), reactor
     ).setServiceParent(root)

@@ -1,6 +1,7 @@
 """
-The HTTP listener's root: health now; the gateway, console and metrics
-mount here as they arrive.
+The HTTP listener's root: health, the backend gateway, and (as they
+arrive) the console and metrics; and the Site that serves them, which
+refuses oversized request bodies as they arrive.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ import json
 from typing import Any
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
+from msync.gateway.app import MAX_BODY, GatewayApp
 from msync.store import Store
 
 _log = Logger()
@@ -24,8 +27,14 @@ class RootApp:
 
     app = Klein()
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, gateway: GatewayApp) -> None:
         self._store = store
+        self._gateway = gateway
+
+    @app.route("/gateway.do", methods=["POST"])
+    def gateway(self, request: IRequest) -> bytes | Deferred[bytes]:
+        """The signed backend API (L{msync.gateway.app})."""
+        return self._gateway.gateway(request)
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
@@ -46,9 +55,57 @@ class RootApp:
         return resource
 
 
+class BoundedRequest(Request):
+    """
+    A request that refuses a body over C{limit} bytes as it arrives,
+    with a 413 and a close, instead of buffering it to the end.
+    """
+
+    limit = MAX_BODY
+    _refused = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.limit:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self.limit:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(
+        self, command: bytes, path: bytes, version: bytes
+    ) -> None:
+        if not self._refused:
+            super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        body = _json({"error": "request body too large", "limit": self.limit})
+        transport = self.channel.transport
+        if transport is None:
+            return
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Connection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        transport.loseConnection()
+
+
 def site(root: IResource) -> Site:
-    """A plain C{Site} without tracebacks in error pages."""
-    s = Site(root)
+    """A plain C{Site}: no tracebacks in error pages, bounded bodies."""
+    s = Site(root, requestFactory=BoundedRequest)
     s.displayTracebacks = False
     return s
 
