@@ -30,6 +30,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
+import treq
 from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -78,8 +79,8 @@ class SessionValidator:
     Calls tenants' validation endpoints, with a timeout, a bound on calls
     in flight and a cache of answers.
 
-    C{http} is a treq-like client (C{post(url, data=, headers=)} and
-    C{content(response)}), so tests hand in C{StubTreq}.
+    C{http} is a treq-like client (C{post(url, data=, headers=)}): treq's
+    C{HTTPClient}, or C{StubTreq} in tests.
     """
 
     def __init__(
@@ -166,7 +167,7 @@ class SessionValidator:
         length = response.length
         if isinstance(length, int) and length > MAX_ANSWER:
             raise ValueError(f"answer of {length} bytes is too large")
-        d = self._http.content(response)
+        d = treq.content(response)
         d.addCallback(lambda body: read_answer(body[:MAX_ANSWER], session_id))
         return d  # type: ignore[no-any-return]
 
