@@ -6,6 +6,14 @@ Device-side figures of a real C{twistd msync} on loopback over TLS.
     from connecting until the last op arrived and was acked.
   - C{idle}: N devices connect, say hello and stay idle; the daemon's
     resident memory per connection.
+  - C{latency}: one online device; ops sent through the signed gateway at
+    a steady pace, to a persistent and to a non-persistent config; time
+    from writing the backend's request to the op reaching the device,
+    as percentiles.
+  - C{ingest}: signed C{syncdata} calls on keep-alive connections from
+    several clients, to many users; calls per second answered (each
+    stored durably before its answer), with or without a connected
+    target device.
 
 Both report the daemon's and the client's CPU seconds, to show which side
 was the bottleneck.  Run C{python bench/device_bench.py drain|idle}.
@@ -28,9 +36,11 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lean_device import LeanDevice, tls_context
+from lean_http import GatewayConnection
 
 from msync.delivery.ops import Filters
 from msync.model import (
+    AccessKey,
     Instance,
     NewOp,
     Scope,
@@ -48,6 +58,7 @@ from msync.wire.messages import Hello, op_body
 
 INSTANCE = "BENCH_app"
 DAY_MS = 86_400_000
+KEY, SECRET = "AKBENCH", "bench-secret-0123456789"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -73,7 +84,8 @@ def own_cpu() -> float:
 
 
 def seed(data_dir: str, ops: int, size: int, device: str) -> None:
-    """Store an instance, a device-target config and C{ops} ops."""
+    """Store an instance, its access key, the configs, and C{ops} ops for
+    C{device} in the device-target config C{DRAIN}."""
     now = int(time.time() * 1000)
     scope = Scope(INSTANCE, "DRAIN", ScopeKind.DEVICE, device)
     meta = Filters().encode()
@@ -82,7 +94,14 @@ def seed(data_dir: str, ops: int, size: int, device: str) -> None:
     def fill(tx: Any) -> None:
         oplog.initialize(tx, new_epoch=secrets.randbits(62) + 1)
         catalog.put_instance(tx, Instance(INSTANCE))
-        catalog.add_config(tx, SyncConfig(INSTANCE, "DRAIN", Target.DEVICE))
+        catalog.put_access_key(tx, AccessKey(KEY, SECRET, (INSTANCE,)))
+        for config in (
+            SyncConfig(INSTANCE, "DRAIN", Target.DEVICE),
+            SyncConfig(INSTANCE, "LIVE", Target.DEVICE),
+            SyncConfig(INSTANCE, "VOLATILE", Target.DEVICE, persistent=False),
+            SyncConfig(INSTANCE, "CHAT", Target.USER),
+        ):
+            catalog.add_config(tx, config)
         for i in range(ops):
             oplog.append(
                 tx,
@@ -175,6 +194,142 @@ async def idle_once(count: int) -> dict[str, float]:
     }
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def latency_once(count: int, interval: float) -> dict[str, float]:
+    """Pace C{count} sends per config; measure send-to-device times."""
+    data_dir = tempfile.mkdtemp(prefix="msync-bench-")
+    out: dict[str, float] = {}
+    try:
+        seed(data_dir, 0, 0, "none")
+        daemon = Daemon(data_dir).start(wait_for=("devices", "HTTP"))
+        try:
+            ctx = tls_context(os.path.join(CERTS, "ca.pem"))
+            arrived: dict[bytes, float] = {}
+
+            def on_op(
+                biz: str, scope: str, op_id: int, payload: bytes, now: float
+            ) -> None:
+                arrived[payload] = now
+
+            device = LeanDevice(hello("lat-1"), on_op=on_op)
+            await device.connect("127.0.0.1", daemon.ports["devices"], ctx)
+            conns = [
+                GatewayConnection(daemon.http_url, KEY, SECRET)
+                for _ in range(16)
+            ]
+            for c in conns:
+                await c.open()
+            for biz in ("LIVE", "VOLATILE"):
+                sent: dict[bytes, float] = {}
+                free: asyncio.Queue[GatewayConnection] = asyncio.Queue()
+                for c in conns:
+                    free.put_nowait(c)
+
+                async def one(
+                    i: int,
+                    biz: str = biz,
+                    free: asyncio.Queue[GatewayConnection] = free,
+                    sent: dict[bytes, float] = sent,
+                ) -> None:
+                    conn = await free.get()
+                    payload = b"%s-%08d" % (biz.encode(), i)
+                    raw = conn.request_bytes(INSTANCE, biz, "lat-1", payload)
+                    sent[payload] = time.perf_counter()
+                    answer = await conn.call(raw)
+                    free.put_nowait(conn)
+                    if answer["bizResult"]["returnCode"] != "OK":
+                        raise RuntimeError(f"send failed: {answer}")
+
+                tasks = []
+                start = time.perf_counter()
+                for i in range(count):
+                    delay = start + i * interval - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one(i)))
+                await asyncio.gather(*tasks)
+                deadline = time.monotonic() + 60
+                while len(set(sent) & set(arrived)) < count:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("ops did not all arrive")
+                    await asyncio.sleep(0.01)
+                ms = [(arrived[p] - sent[p]) * 1000 for p in sent]
+                out[f"{biz} p50 ms"] = percentile(ms, 0.50)
+                out[f"{biz} p99 ms"] = percentile(ms, 0.99)
+                out[f"{biz} p99.9 ms"] = percentile(ms, 0.999)
+            for c in conns:
+                await c.close()
+            await device.close()
+        finally:
+            daemon.terminate()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return out
+
+
+async def ingest_once(
+    calls: int, clients: int, with_device: bool
+) -> dict[str, float]:
+    """C{clients} keep-alive connections send C{calls} signed calls."""
+    data_dir = tempfile.mkdtemp(prefix="msync-bench-")
+    try:
+        seed(data_dir, 0, 0, "none")
+        daemon = Daemon(data_dir).start(wait_for=("devices", "HTTP"))
+        try:
+            pid = daemon.proc.pid  # type: ignore[union-attr]
+            device = None
+            if with_device:
+                ctx = tls_context(os.path.join(CERTS, "ca.pem"))
+                device = LeanDevice(hello("target"))
+                await device.connect("127.0.0.1", daemon.ports["devices"], ctx)
+            conns = [
+                GatewayConnection(daemon.http_url, KEY, SECRET)
+                for _ in range(clients)
+            ]
+            for c in conns:
+                await c.open()
+            per = calls // clients
+
+            async def run(c: GatewayConnection, k: int) -> None:
+                for i in range(per):
+                    if with_device:
+                        raw = c.request_bytes(
+                            INSTANCE, "LIVE", "target", b"x" * 256
+                        )
+                    else:
+                        raw = c.request_bytes(
+                            INSTANCE, "CHAT", f"user{k}-{i}", b"x" * 256
+                        )
+                    answer = await c.call(raw)
+                    if answer["result_code"] != "OK":
+                        raise RuntimeError(f"call failed: {answer}")
+
+            cpu0, mine0 = cpu_seconds(pid), own_cpu()
+            start = time.perf_counter()
+            await asyncio.gather(*(run(c, k) for k, c in enumerate(conns)))
+            elapsed = time.perf_counter() - start
+            cpu1, mine1 = cpu_seconds(pid), own_cpu()
+            for c in conns:
+                await c.close()
+            if device is not None:
+                await device.close()
+        finally:
+            daemon.terminate()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    done = per * clients
+    return {
+        "calls/s": done / elapsed,
+        "calls per server cpu s": done / max(cpu1 - cpu0, 1e-9),
+        "server cpu s": cpu1 - cpu0,
+        "client cpu s": mine1 - mine0,
+    }
+
+
 def report(name: str, runs: list[dict[str, float]]) -> None:
     sys.stdout.write(f"\n{name}: {len(runs)} runs\n")
     for key in runs[0]:
@@ -187,7 +342,12 @@ def report(name: str, runs: list[dict[str, float]]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("scenario", choices=["drain", "idle"])
+    p.add_argument("scenario", choices=["drain", "idle", "latency", "ingest"])
+    p.add_argument("--count", type=int, default=3000)
+    p.add_argument("--interval-ms", type=float, default=1.0)
+    p.add_argument("--calls", type=int, default=20_000)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--with-device", action="store_true")
     p.add_argument("--ops", type=int, default=100_000)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--devices", type=int, default=2000)
@@ -197,8 +357,18 @@ def main() -> None:
     for _ in range(args.runs):
         if args.scenario == "drain":
             runs.append(asyncio.run(drain_once(args.ops, args.size)))
-        else:
+        elif args.scenario == "idle":
             runs.append(asyncio.run(idle_once(args.devices)))
+        elif args.scenario == "latency":
+            runs.append(
+                asyncio.run(latency_once(args.count, args.interval_ms / 1000))
+            )
+        else:
+            runs.append(
+                asyncio.run(
+                    ingest_once(args.calls, args.clients, args.with_device)
+                )
+            )
         sys.stdout.write(f"  run: {runs[-1]}\n")
         sys.stdout.flush()
     report(args.scenario, runs)

@@ -5,6 +5,7 @@ The C{msync} command line: one subcommand per task.
   - C{msync version}: print the version.
   - C{msync device ...}: a device that prints the ops pushed to it.
   - C{msync push ...}: send one op through a gateway, as a backend.
+  - C{msync validator ...}: the reference user-consistency endpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import sys
 
 from msync import __version__, devcerts
+from msync.consistency import cli as validator_cli
 from msync.device import cli as device_cli
 from msync.gateway import cli as push_cli
 
@@ -45,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("push", help="send one op through a gateway")
     push_cli.add_arguments(g)
     g.set_defaults(run=push_cli.run)
+    r = sub.add_parser(
+        "validator",
+        help="run the reference user-consistency endpoint (tenant side)",
+    )
+    validator_cli.add_arguments(r)
+    r.set_defaults(run=validator_cli.run)
     return p
 
 

@@ -14,12 +14,8 @@ from twisted.web.server import Site
 from msync.consistency.reference import ReferenceValidator, load_sessions
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register the C{validator} subcommand."""
-    p = sub.add_parser(
-        "validator",
-        help="run the reference user-consistency endpoint (tenant side)",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the C{validator} subcommand's arguments."""
     p.add_argument(
         "--sessions",
         required=True,
@@ -30,7 +26,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default="tcp:8090:interface=127.0.0.1",
         help="endpoint to listen on [tcp:8090:interface=127.0.0.1]",
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -167,9 +167,10 @@ class SessionValidator:
         length = response.length
         if isinstance(length, int) and length > MAX_ANSWER:
             raise ValueError(f"answer of {length} bytes is too large")
-        d = treq.content(response)
-        d.addCallback(lambda body: read_answer(body[:MAX_ANSWER], session_id))
-        return d  # type: ignore[no-any-return]
+        body: Deferred[bytes] = treq.content(response)
+        return body.addCallback(
+            lambda data: read_answer(data[:MAX_ANSWER], session_id)
+        )
 
     def _remember(self, valid: bool, key: tuple[str, str, str]) -> bool:
         self._cache[key] = (self._clock.seconds() + self._ttl, valid)

@@ -271,11 +271,16 @@ class GatewayApp:
             body = read_body(request, self._max_body)
         except BodyTooLarge as e:
             request.setResponseCode(413)
-            return self._render(_refused(INVALID_PARAMETER, str(e)), call)
+            return _sized(
+                request,
+                self._render(_refused(INVALID_PARAMETER, str(e)), call),
+            )
 
         d = maybeDeferred(self._answer, request, body, call)
         d.addErrback(self._unexpected, call)
-        return d.addCallback(self._render, call)
+        rendered = d.addCallback(self._render, call)
+        # A length, not chunks: cheaper for every client to read.
+        return rendered.addCallback(_sized_after, request)
 
     def _answer(
         self, request: IRequest, body: bytes, call: _Call
@@ -449,6 +454,15 @@ class GatewayApp:
             code=code,
             why=why,
         )
+
+
+def _sized_after(body: bytes, request: IRequest) -> bytes:
+    return _sized(request, body)
+
+
+def _sized(request: IRequest, body: bytes) -> bytes:
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
 
 
 def _payload(text: str) -> bytes:

@@ -5,9 +5,12 @@ a backend calling the signed gateway, and the reference tenant validator.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -21,8 +24,14 @@ from twisted.internet.defer import (
     gatherResults,
     inlineCallbacks,
 )
+from twisted.internet.ssl import Certificate
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+)
 from twisted.web.server import Site
 
 from msync.consistency.reference import ReferenceValidator
@@ -107,10 +116,11 @@ class Inbox:
         ]
 
 
-class EndToEndTests(TestCase):
-    """One daemon per test, devices and a backend around it."""
+class DaemonCase(TestCase):
+    """One daemon per test, with devices and a backend around it."""
 
     timeout = 240
+    http_port: list[str] = []
 
     def setUp(self) -> Any:
         self.tenant = ReferenceValidator({(INSTANCE, "alice", "good-session")})
@@ -124,7 +134,7 @@ class EndToEndTests(TestCase):
         self.data_dir = tempfile.mkdtemp(prefix="msync-e2e-")
         self.addCleanup(shutil.rmtree, self.data_dir, True)
         seed(self.data_dir, f"http://127.0.0.1:{port}/validate")
-        self.daemon = Daemon(self.data_dir)
+        self.daemon = Daemon(self.data_dir, *self.http_port)
         self.addCleanup(self.daemon.kill)
         self.daemon.start(wait_for=("HTTP", "devices"))
 
@@ -174,6 +184,10 @@ class EndToEndTests(TestCase):
         return self.backend.sync_data(
             INSTANCE, biz, link, payload, secrets.token_hex(8), **kw
         )
+
+
+class EndToEndTests(DaemonCase):
+    """Devices, a backend and the tenant validator around one daemon."""
 
     @inlineCallbacks
     def test_online_device_gets_op(self) -> Any:
@@ -275,3 +289,158 @@ class EndToEndTests(TestCase):
         yield self.send("LOCK", client.device_id, b"real")
         yield inbox.count(1)
         self.assertEqual(inbox.payloads(), [b"real"])
+
+
+class CommandLineTests(DaemonCase):
+    """The commands people use, as real processes against the daemon."""
+
+    def _msync(self, *args: str) -> Deferred[tuple[bytes, bytes, int]]:
+        msync = os.path.join(os.path.dirname(sys.executable), "msync")
+        d = getProcessOutputAndValue(msync, args, env=os.environ)
+        return d.addTimeout(BOUND, reactor)
+
+    @inlineCallbacks
+    def test_msync_device_and_push(self) -> Any:
+        """`msync push` sends through the gateway, and `msync device`
+        prints each op it receives as a JSON line and exits after
+        --count."""
+        data = tempfile.mkdtemp(prefix="msync-cli-device-")
+        self.addCleanup(shutil.rmtree, data, True)
+        device = self._msync(
+            "device",
+            "--host",
+            "localhost",
+            "--port",
+            str(self.daemon.ports["devices"]),
+            "--ca",
+            os.path.join(CERTS, "ca.pem"),
+            "--instance",
+            INSTANCE,
+            "--device-id",
+            "cli-phone",
+            "--biz",
+            "LOCK",
+            "--data-dir",
+            data,
+            "--count",
+            "2",
+            "--timeout",
+            "60",
+        )
+        yield _poll(lambda: "cli-phone of" in self.daemon.log())
+
+        push = [
+            "push",
+            "--endpoint",
+            self.daemon.http_url,
+            "--access-key",
+            KEY,
+            "--secret",
+            SECRET,
+            "--instance",
+            INSTANCE,
+            "--biz",
+            "LOCK",
+            "--link-token",
+            "cli-phone",
+        ]
+        out, err, code = yield self._msync(
+            *push, "--payload", "héllo", "--third-msg-id", "m-1"
+        )
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["return_code"], "OK")
+        binary = os.path.join(data, "blob")
+        with open(binary, "wb") as f:
+            f.write(b"\xff\x00\x01")
+        out, err, code = yield self._msync(
+            *push, "--payload-file", binary, "--third-msg-id", "m-2"
+        )
+        self.assertEqual(code, 0, err)
+
+        out, err, code = yield device
+        self.assertEqual(code, 0, err)
+        lines = [json.loads(line) for line in out.splitlines()]
+        self.assertEqual([x["biz_type"] for x in lines], ["LOCK", "LOCK"])
+        self.assertEqual(lines[0]["text"], "héllo")
+        self.assertEqual(base64.b64decode(lines[1]["base64"]), b"\xff\x00\x01")
+
+    @inlineCallbacks
+    def test_push_refusal_exit_status(self) -> Any:
+        """`msync push` exits 1 and says why when the business call is
+        refused."""
+        out, _, code = yield self._msync(
+            "push",
+            "--endpoint",
+            self.daemon.http_url,
+            "--access-key",
+            KEY,
+            "--secret",
+            SECRET,
+            "--instance",
+            INSTANCE,
+            "--biz",
+            "NO-SUCH-BIZ",
+            "--link-token",
+            "x",
+            "--payload",
+            "x",
+            "--third-msg-id",
+            "m",
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(json.loads(out)["return_code"], "BIZ_NOT_ONLINE")
+
+
+class HTTPSTests(DaemonCase):
+    """The gateway over HTTPS, with the same listener code and certs."""
+
+    http_port = [
+        "--http-port",
+        "ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}".format(
+            key=os.path.join(CERTS, "server.key"),
+            cert=os.path.join(CERTS, "server.pem"),
+        ),
+    ]
+
+    def setUp(self) -> Any:
+        super().setUp()
+        with open(os.path.join(CERTS, "ca.pem"), "rb") as f:
+            ca = Certificate.loadPEM(f.read())
+        pool = HTTPConnectionPool(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        agent = Agent(
+            reactor,
+            contextFactory=BrowserLikePolicyForHTTPS(trustRoot=ca),
+            pool=pool,
+        )
+        url = f"https://localhost:{self.daemon.ports['HTTP']}/gateway.do"
+        self.backend = GatewayClient(
+            HTTPClient(agent), url, KEY, SECRET, clock=reactor
+        )
+
+    @inlineCallbacks
+    def test_https_gateway(self) -> Any:
+        """A signed call over HTTPS reaches the device."""
+        client, inbox = self.device()
+        yield self.connect(client)
+        result = yield self.send("LOCK", client.device_id, b"over tls")
+        self.assertEqual(result.return_code, "OK")
+        yield inbox.count(1)
+        self.assertEqual(inbox.payloads(), [b"over tls"])
+
+
+def _poll(condition: Callable[[], bool]) -> Deferred[None]:
+    """Fire once C{condition} holds, checking every 50 ms, within the
+    bound."""
+    d: Deferred[None] = Deferred()
+
+    def check() -> None:
+        if d.called:
+            return
+        if condition():
+            d.callback(None)
+        else:
+            reactor.callLater(0.05, check)  # type: ignore[attr-defined]
+
+    check()
+    return d.addTimeout(BOUND, reactor)

@@ -1,0 +1,85 @@
+"""
+A lean keep-alive HTTP/1.1 client for benchmarks: signed C{syncdata}
+calls over one asyncio connection, one request at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from msync.gateway.client import METHOD, build_request, business_params
+
+
+class GatewayConnection:
+    """One keep-alive connection making signed gateway calls."""
+
+    def __init__(self, base_url: str, access_key: str, secret: str) -> None:
+        self.base_url = base_url
+        self.access_key = access_key
+        self.secret = secret
+        parts = urlsplit(base_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(
+            self.host, self.port
+        )
+
+    def request_bytes(
+        self, instance: str, biz: str, link: str, payload: bytes, **kw: Any
+    ) -> bytes:
+        """One signed request, as the bytes sent on the wire."""
+        business = business_params(
+            instance, biz, payload, uuid.uuid4().hex, link_token=link, **kw
+        )
+        url, body = build_request(
+            self.base_url + "/gateway.do",
+            self.access_key,
+            self.secret,
+            METHOD,
+            business,
+            now=time.time(),
+            req_msg_id=uuid.uuid4().hex,
+        )
+        target = url[url.index("/gateway.do") :]
+        return (
+            f"POST {target} HTTP/1.1\r\n"
+            f"Host: {self.host}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    async def call(self, raw: bytes) -> dict[str, Any]:
+        """Send one prepared request and read its JSON answer."""
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(raw)
+        status = await self.reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(f"gateway answered {status!r}")
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length)
+        answer: dict[str, Any] = json.loads(body)["response"]
+        return answer
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except ConnectionError:
+                pass
