@@ -387,6 +387,20 @@ class Contract:
         self.assertEqual(self.store.access_keys(), [key])
 
     @inlineCallbacks
+    def test_admins_and_tokens(self) -> Any:
+        """Admins list by name; tokens read back and can be revoked."""
+        yield self.store.put_admin("root", "h1")
+        yield self.store.put_admin("ops", "h2")
+        self.assertEqual(self.store.admins(), ["ops", "root"])
+        yield self.store.put_token("t1", b"hash", "ops", NOW)
+        self.assertEqual(self.store.token("t1"), (b"hash", "ops"))
+        removed = yield self.store.delete_token("t1")
+        self.assertTrue(removed)
+        self.assertIsNone(self.store.token("t1"))
+        again = yield self.store.delete_token("t1")
+        self.assertFalse(again)
+
+    @inlineCallbacks
     def test_device_registry_and_claim(self) -> Any:
         """Devices are recorded with their user, and a device id stays
         bound to the first secret that used it."""

@@ -187,6 +187,34 @@ class Store:
         """Return an admin's password hash, or L{None}."""
         return self._engine.read(partial(catalog.get_admin, name=name))
 
+    def admins(self) -> list[str]:
+        """Return every admin login name."""
+        return self._engine.read(catalog.list_admins)
+
+    def put_token(
+        self, token_id: str, token_hash: bytes, admin: str, created_ms: int
+    ) -> Deferred[None]:
+        """Store an API token's hash."""
+        return self._engine.write(
+            partial(
+                catalog.put_token,
+                token_id=token_id,
+                token_hash=token_hash,
+                admin=admin,
+                created_ms=created_ms,
+            )
+        )
+
+    def token(self, token_id: str) -> tuple[bytes, str] | None:
+        """Return an API token's hash and admin, or L{None}."""
+        return self._engine.read(partial(catalog.get_token, token_id=token_id))
+
+    def delete_token(self, token_id: str) -> Deferred[bool]:
+        """Revoke an API token; fire with whether it existed."""
+        return self._engine.write(
+            partial(catalog.delete_token, token_id=token_id)
+        )
+
     def put_setting(self, name: str, value: object) -> Deferred[None]:
         """Set a server-wide setting."""
         return self._engine.write(

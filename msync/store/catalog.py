@@ -129,6 +129,42 @@ def get_admin(tx: Tables, name: str) -> str | None:
     return str(unpack(Table.ADMINS, name.encode(), raw)["hash"])
 
 
+def list_admins(tx: Tables) -> list[str]:
+    """Return every admin login name."""
+    return [k.decode() for k, _ in tx.scan(Table.ADMINS, b"")]
+
+
+def put_token(
+    tx: Tables, token_id: str, token_hash: bytes, admin: str, created_ms: int
+) -> None:
+    """Store an API token's hash (the token itself is never stored)."""
+    check_link("token_id", token_id)
+    tx.put(
+        Table.TOKENS,
+        token_id.encode(),
+        pack({"hash": token_hash, "admin": admin, "created": created_ms}),
+    )
+
+
+def get_token(tx: Tables, token_id: str) -> tuple[bytes, str] | None:
+    """Return an API token's hash and admin, or L{None}."""
+    key = token_id.encode()
+    raw = tx.get(Table.TOKENS, key)
+    if raw is None:
+        return None
+    r = unpack(Table.TOKENS, key, raw)
+    return bytes(r["hash"]), str(r["admin"])
+
+
+def delete_token(tx: Tables, token_id: str) -> bool:
+    """Revoke an API token; say whether it existed."""
+    key = token_id.encode()
+    if tx.get(Table.TOKENS, key) is None:
+        return False
+    tx.delete(Table.TOKENS, key)
+    return True
+
+
 def put_setting(tx: Tables, name: str, value: object) -> None:
     """Set a server-wide setting to a msgpack-able value."""
     tx.put(Table.SETTINGS, name.encode(), pack({"v": value}))

@@ -41,6 +41,9 @@ class Table(Enum):
     ADMINS = "admins"
     """admin login name -> msgpack record (password hash)."""
 
+    TOKENS = "tokens"
+    """API token id -> msgpack record (token hash, admin, created)."""
+
     SETTINGS = "settings"
     """setting name -> msgpack value."""
 
