@@ -118,6 +118,18 @@ class Contract:
         self.assertEqual(self.store.read_after(ALICE, ids[-1], 4, NOW), [])
 
     @inlineCallbacks
+    def test_read_newest(self) -> Any:
+        """The newest ops come back newest first, expired ones left out."""
+        ids = []
+        for i in range(5):
+            r = yield self.store.append(op(body=b"%d" % i))
+            ids.append(r.op_id)
+        yield self.store.append(op(body=b"old", expire=NOW + 1))
+        newest = self.store.read_newest(ALICE, 3, NOW + 2)
+        self.assertEqual([o.op_id for o in newest], ids[::-1][:3])
+        self.assertEqual(self.store.read_newest(BOB, 3, NOW), [])
+
+    @inlineCallbacks
     def test_dedup_returns_original_id(self) -> Any:
         """A repeated idempotency key stores nothing and answers with the
         first op's id."""

@@ -100,6 +100,19 @@ class Store:
             )
         )
 
+    def read_newest(
+        self, scope: Scope, limit: int, now_ms: int
+    ) -> list[StoredOp]:
+        """Return the newest unexpired ops of a scope, newest first."""
+        return self._engine.read(
+            partial(
+                oplog.read_newest,
+                scope=scope,
+                limit=min(limit, MAX_PAGE),
+                now_ms=now_ms,
+            )
+        )
+
     def reserve_ids(self, n: int) -> Deferred[tuple[int, int]]:
         """Reserve C{n} ids for ops that are never stored."""
         return self._engine.write(partial(oplog.reserve_ids, n=n))

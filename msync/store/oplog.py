@@ -233,6 +233,27 @@ def read_after(
     return out
 
 
+def read_newest(
+    tx: Tables, scope: Scope, limit: int, now_ms: int
+) -> list[StoredOp]:
+    """
+    Return up to C{limit} of the newest unexpired ops of C{scope}, newest
+    first (for reports; delivery reads forward with L{read_after}).
+    """
+    if limit < 1:
+        raise ValidationError("limit", "must be positive")
+    key = scope.key
+    out: list[StoredOp] = []
+    for k, v in tx.scan(Table.OPS, key, prefix_end(key), reverse=True):
+        op = _decode_op(k, v)
+        if op.expire_ms and op.expire_ms < now_ms:
+            continue
+        out.append(op)
+        if len(out) >= limit:
+            break
+    return out
+
+
 def get_op(tx: Tables, scope: Scope, op_id: int) -> StoredOp | None:
     """Return one op of a scope, or L{None}."""
     key = scope.key + u64(op_id)
