@@ -22,13 +22,14 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from msync import __version__, devcerts
+from msync import __version__, devcerts, logs
 from msync.bootstrap import BootstrapService
 from msync.consistency.validator import SessionValidator
 from msync.delivery.engine import Engine
 from msync.delivery.sender import Sender
 from msync.gateway.app import GatewayApp
 from msync.link.protocol import DeviceFactory
+from msync.metrics import Metrics
 from msync.settings import Settings, SettingsError, load_file, resolve
 from msync.store import StoreService, sweep_expired
 from msync.tls import TLSConfigError, server_options
@@ -61,6 +62,12 @@ class Options(usage.Options):
             f"Largest store size in MiB [{_DEFAULTS.map_size_mb}]",
         ],
         [
+            "log-format",
+            None,
+            None,
+            f"Log lines as text or json [{_DEFAULTS.log_format}]",
+        ],
+        [
             "sweep-interval",
             None,
             None,
@@ -82,6 +89,10 @@ class Options(usage.Options):
             self.settings = resolve(file_values, flags)
         except SettingsError as e:
             raise usage.UsageError(str(e)) from e
+        if self.settings.log_format == "json" and self.parent is not None:
+            # twistd builds its log observer from its own --logger option.
+            logs.use_json(self.parent.get("logfile"))
+            self.parent["logger"] = "msync.logs.json_observer"
 
 
 def makeService(options: Options) -> IService:
@@ -106,6 +117,7 @@ def makeService(options: Options) -> IService:
         raise SystemExit(f"msync: {e}") from e
 
     root = MultiService()
+    metrics = Metrics()
     storage = StoreService(
         settings.data_dir, reactor, settings.map_size_mb * 2**20
     )
@@ -115,15 +127,19 @@ def makeService(options: Options) -> IService:
     bootstrap = BootstrapService(store, settings.data_dir, reactor, _say)
     bootstrap.setServiceParent(root)
     TimerService(
-        settings.sweep_interval, _sweep, store, reactor
+        settings.sweep_interval, _sweep, store, reactor, metrics
     ).setServiceParent(root)
 
     # Tenant validation calls: pooled connections, bounded connect time.
     pool = HTTPConnectionPool(reactor)
     http = HTTPClient(Agent(reactor, connectTimeout=5, pool=pool))
     engine = Engine(
-        store, reactor, validate=SessionValidator(http, reactor, store)
+        store,
+        reactor,
+        validate=SessionValidator(http, reactor, store),
+        observer=metrics,
     )
+    metrics.watch(lambda: engine.online, store.total_ops, store.used_bytes)
     EngineService(engine).setServiceParent(root)
     _listener(
         "devices",
@@ -132,8 +148,9 @@ def makeService(options: Options) -> IService:
         reactor,
     ).setServiceParent(root)
 
-    gateway = GatewayApp(store, Sender(engine), reactor)
-    web = RootApp(store, gateway)
+    sender = Sender(engine, on_result=metrics.sent)
+    gateway = GatewayApp(store, sender, reactor)
+    web = RootApp(store, gateway, metrics)
     _listener(
         "HTTP", settings.http_port, site(web.resource()), reactor
     ).setServiceParent(root)
@@ -222,9 +239,10 @@ def _listener(
     return _Listener(role, description, endpoint, factory)
 
 
-def _sweep(store: Any, clock: Any) -> Deferred[Any]:
+def _sweep(store: Any, clock: Any, metrics: Metrics) -> Deferred[Any]:
     # A failing sweep must not stop the timer: log it and try next time.
     d = sweep_expired(store, clock)
+    d.addCallback(metrics.sweep)
     d.addErrback(lambda f: _log.failure("expiry sweep failed", f))
     return d
 

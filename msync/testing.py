@@ -6,6 +6,7 @@ check the daemon shut down cleanly.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -104,10 +105,15 @@ class Daemon:
             raise AssertionError(
                 f"daemon exited with {self.proc.returncode}:\n{self.log()}"
             )
+        log = self.log()
         self.ports = {
-            m.group(1): int(m.group(2))
-            for m in _LISTENING.finditer(self.log())
+            m.group(1): int(m.group(2)) for m in _LISTENING.finditer(log)
         }
+        for line in log.splitlines():
+            # With --log-format json the fields are there, not in text.
+            if line.startswith("{") and '"role"' in line:
+                event = json.loads(line)
+                self.ports[event["role"]] = int(event["port"])
         return (
             "msync" in self.log()
             and " ready" in self.log()

@@ -17,6 +17,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from msync.gateway.app import MAX_BODY, GatewayApp
+from msync.metrics import CONTENT_TYPE, Metrics
 from msync.store import Store
 
 _log = Logger()
@@ -27,9 +28,18 @@ class RootApp:
 
     app = Klein()
 
-    def __init__(self, store: Store, gateway: GatewayApp) -> None:
+    def __init__(
+        self, store: Store, gateway: GatewayApp, metrics: Metrics
+    ) -> None:
         self._store = store
         self._gateway = gateway
+        self._metrics = metrics
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        """Every metric, in Prometheus text format."""
+        request.setHeader(b"content-type", CONTENT_TYPE.encode())
+        return self._metrics.render()
 
     @app.route("/gateway.do", methods=["POST"])
     def gateway(self, request: IRequest) -> bytes | Deferred[bytes]:

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from msync.delivery.engine import Engine, Refused, Session, Tuning
 from msync.delivery.sender import Code, Sender, SendRequest, SendResult
+from msync.metrics import Metrics
 from msync.model import Instance, SyncConfig, Target
 from msync.store import MemoryEngine, Store
 from msync.wire.frames import MAX_SERVER_FRAME, FrameDecoder
@@ -161,9 +162,12 @@ class World:
         self.store = Store(MemoryEngine())
         self.store.open()
         tc.successResultOf(self.store.put_instance(Instance(INSTANCE)))
-        self.engine = Engine(self.store, self.clock, Tuning(**tuning))
+        self.metrics = Metrics()
+        self.engine = Engine(
+            self.store, self.clock, Tuning(**tuning), observer=self.metrics
+        )
         self.engine.start()
-        self.sender = Sender(self.engine)
+        self.sender = Sender(self.engine, on_result=self.metrics.sent)
         tc.addCleanup(self._stop)
 
     def _stop(self) -> None:

@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from msync.delivery.sender import Sender
 from msync.gateway.app import MAX_BODY, GatewayApp
+from msync.metrics import Metrics
 from msync.web import RootApp, site
 from tests.delivery_world import World
 
@@ -16,7 +17,9 @@ class SiteTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         w = World(self)
-        app = RootApp(w.store, GatewayApp(w.store, Sender(w.engine), w.clock))
+        app = RootApp(
+            w.store, GatewayApp(w.store, Sender(w.engine), w.clock), Metrics()
+        )
         self.site = site(app.resource())
 
     def request(self, raw: bytes) -> bytes:
@@ -31,6 +34,12 @@ class SiteTests(SynchronousTestCase):
         out = self.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertIn(b"200 OK", out)
         self.assertIn(b'"status":"ok"', out)
+
+    def test_metrics(self) -> None:
+        """The metrics route answers in Prometheus text format."""
+        out = self.request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"200 OK", out)
+        self.assertIn(b"msync_ops_pushed_total", out)
 
     def test_gateway_mounted(self) -> None:
         """POST /gateway.do reaches the gateway (which wants parameters)."""

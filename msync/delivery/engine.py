@@ -118,6 +118,32 @@ class Link(Protocol):
         """Send an error frame, then close."""
 
 
+class Observer(Protocol):
+    """Hears what the engine does, for metrics; must be cheap."""
+
+    def pushed(self, ops: int, again: int) -> None:
+        """C{ops} ops were pushed, C{again} of them not for the first
+        time."""
+
+    def acked(self, ops: int, latency: float | None) -> None:
+        """C{ops} ops were acked; C{latency} is how long the newest of
+        them waited for its ack, in seconds."""
+
+    def dropped(self, reason: str) -> None:
+        """An op was dropped for a device."""
+
+
+class _Unobserved:
+    def pushed(self, ops: int, again: int) -> None:
+        pass
+
+    def acked(self, ops: int, latency: float | None) -> None:
+        pass
+
+    def dropped(self, reason: str) -> None:
+        pass
+
+
 class Readable(Protocol):
     """Something reading a scope under a config: a stream, a user log."""
 
@@ -182,8 +208,9 @@ class Stream:
         """Every op at or below this is acked or skipped."""
         self.sent = point
         """Every op at or below this was pushed, skipped or acked."""
-        self.inflight: dict[int, list[int]] = {}
-        """Pushed, unacked op ids (in id order) -> [attempts, size]."""
+        self.inflight: dict[int, list[Any]] = {}
+        """Pushed, unacked op ids (in id order) -> [attempts, size,
+        pushed at]."""
         self.prior: dict[int, int] = {}
         """Pushes of an op before it was pushed again."""
         self.last_push = 0.0
@@ -235,8 +262,10 @@ class Engine:
         clock: IReactorTime,
         tuning: Tuning = Tuning(),
         validate: Validator = no_validation,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
+        self.observer: Observer = observer or _Unobserved()
         self.clock = clock
         self.tuning = tuning
         self._validate = validate
@@ -515,7 +544,7 @@ class Engine:
         now = self.now_ms()
         for stream in session.streams.values():
             self._unsubscribe_stream(stream)
-            for op_id, (attempts, _) in stream.inflight.items():
+            for op_id, (attempts, *_) in stream.inflight.items():
                 events.append(
                     DeliveryEvent(
                         stream.scope,
@@ -612,7 +641,7 @@ class Engine:
 
     def _drop_stream(self, session: Session, stream: Stream) -> None:
         self._unsubscribe_stream(stream)
-        for _, size in stream.inflight.values():
+        for _, size, _ in stream.inflight.values():
             session.inflight_ops -= 1
             session.inflight_bytes -= size
         stream.inflight.clear()
@@ -786,6 +815,7 @@ class Engine:
 
         batch: list[tuple[int, bytes]] = []
         moved = False
+        again = 0
         for op in ops:
             if op.start_ms > now_ms:
                 stream.held_until = op.start_ms
@@ -799,7 +829,9 @@ class Engine:
                 self._dropped(stream, op.op_id, attempts - 1)
                 stream.sent = op.op_id
                 continue
-            stream.inflight[op.op_id] = [attempts, len(op.body)]
+            stream.inflight[op.op_id] = [attempts, len(op.body), now]
+            if attempts > 1:
+                again += 1
             session.inflight_ops += 1
             session.inflight_bytes += len(op.body)
             batch.append((op.op_id, op.body))
@@ -807,6 +839,7 @@ class Engine:
         if batch:
             builder.add(stream.biz, stream.name, self.store.epoch, batch)
             session.pushes += len(batch)
+            self.observer.pushed(len(batch), again)
             stream.last_push = now
         self._resolve(stream)
         return moved
@@ -823,6 +856,7 @@ class Engine:
 
     def _dropped(self, stream: Stream, op_id: int, attempts: int) -> None:
         session = stream.session
+        self.observer.dropped("retries")
         _log.info(
             "dropped op {op_id} of {scope} for device {device_id} after "
             "{attempts} pushes",
@@ -865,11 +899,16 @@ class Engine:
                 continue
             upto = min(p.op_id, stream.sent)
             freed = [i for i in stream.inflight if i <= upto]
+            pushed_at = 0.0
             for op_id in freed:
-                _, size = stream.inflight.pop(op_id)
+                _, size, pushed_at = stream.inflight.pop(op_id)
                 session.inflight_ops -= 1
                 session.inflight_bytes -= size
             session.arrivals += len(freed)
+            if freed:
+                self.observer.acked(
+                    len(freed), self.clock.seconds() - pushed_at
+                )
             if upto > stream.point:
                 stream.point = upto
                 session.dirty.add(stream)
@@ -975,7 +1014,7 @@ class Engine:
         again, in order; the fill drops those pushed too often.
         """
         session = stream.session
-        for op_id, (attempts, size) in stream.inflight.items():
+        for op_id, (attempts, size, _) in stream.inflight.items():
             session.inflight_ops -= 1
             session.inflight_bytes -= size
             stream.prior[op_id] = attempts

@@ -21,6 +21,7 @@ validity ended) show as C{expired}.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import msgpack
 
@@ -202,7 +203,7 @@ def _pushes(
         name = wire_scope(scope)
         stored = store.sync_point(scope, device.device_id)
         point = stored.op_id if stored and stored.epoch == epoch else 0
-        inflight: dict[int, list[int]] = {}
+        inflight: dict[int, list[Any]] = {}
         if session is not None:
             stream = session.streams.get((config.biz_type, name))
             if stream is not None:

@@ -8,6 +8,7 @@ L{SendRequest} and L{SendResult} back; every rule lives here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -130,9 +131,14 @@ def parse_date(text: str, time_zone: str) -> int:
 class Sender:
     """Sends ops to devices through the store and the engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        on_result: Callable[[SendResult], object] | None = None,
+    ) -> None:
         self._engine = engine
         self._store = engine.store
+        self._on_result = on_result
 
     def send(self, request: SendRequest) -> Deferred[SendResult]:
         """
@@ -140,6 +146,17 @@ class Sender:
 
         @return: a Deferred that fires with the result; it never fails.
         """
+        d = self._send(request)
+        if self._on_result is not None:
+            d.addCallback(self._tell)
+        return d
+
+    def _tell(self, result: SendResult) -> SendResult:
+        assert self._on_result is not None
+        self._on_result(result)
+        return result
+
+    def _send(self, request: SendRequest) -> Deferred[SendResult]:
         try:
             config, scope, op = self._prepare(request)
         except _Refusal as e:

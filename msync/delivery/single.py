@@ -176,6 +176,7 @@ class UserLogs:
             target.inflight_ops += 1
             target.inflight_bytes += len(op.body)
             target.pushes += 1
+            engine.observer.pushed(1, 1 if attempts > 1 else 0)
             builder = builders.get(target)
             if builder is None:
                 builder = FrameBuilder(
@@ -219,6 +220,7 @@ class UserLogs:
         )
         log.above.add(op_id)
         log.dirty = True
+        engine.observer.dropped("retries")
         engine.store.record_deliveries(
             [
                 DeliveryEvent(
@@ -277,6 +279,8 @@ class UserLogs:
             session.inflight_bytes -= sent.size
             log.above.add(op_id)
         session.arrivals += len(done)
+        if done:
+            self._engine.observer.acked(len(done), None)
         mark = log.device_points.get(session.device_id, 0)
         if done and done[-1] > mark:
             log.device_points[session.device_id] = done[-1]

@@ -113,6 +113,15 @@ class Store:
             )
         )
 
+    def used_bytes(self) -> int:
+        """Bytes the store's files use (0 for the memory engine)."""
+        info = getattr(self._engine, "info", None)
+        return int(info()["used_bytes"]) if info is not None else 0
+
+    def total_ops(self) -> int:
+        """How many ops are stored, over every scope."""
+        return self._engine.read(oplog.total_ops)
+
     def reserve_ids(self, n: int) -> Deferred[tuple[int, int]]:
         """Reserve C{n} ids for ops that are never stored."""
         return self._engine.write(partial(oplog.reserve_ids, n=n))

@@ -163,6 +163,8 @@ def append(tx: Tables, op: NewOp) -> AppendResult:
     if op.dedup:
         tx.put(Table.DEDUP, op.dedup, DEDUP_REC.pack(op_id, op.expire_ms))
 
+    _count_ops(tx, 1)
+
     # Keep only the newest N: drop from the front of the log.
     if op.keep and count > op.keep:
         excess = count - op.keep
@@ -196,9 +198,22 @@ def reserve_ids(tx: Tables, n: int) -> tuple[int, int]:
     return first, last
 
 
+def _count_ops(tx: Tables, delta: int) -> None:
+    raw = tx.get(Table.META, b"ops")
+    total = U64.unpack(raw)[0] if raw else 0
+    tx.put(Table.META, b"ops", U64.pack(max(0, total + delta)))
+
+
+def total_ops(tx: Tables) -> int:
+    """How many ops the store holds, over every scope."""
+    raw = tx.get(Table.META, b"ops")
+    return int(U64.unpack(raw)[0]) if raw else 0
+
+
 def _remove_op(tx: Tables, key: bytes, raw: bytes) -> int:
     """Delete one op and its index entries; return its id."""
     op = _decode_op(key, raw)
+    _count_ops(tx, -1)
     scope_key = key[:-8]
     tx.delete(Table.OPS, key)
     if op.expire_ms:

@@ -70,6 +70,20 @@ class DaemonTests(SynchronousTestCase):
         self.assertNotIn(secret, d.log())
         d.terminate()
 
+    def test_json_logs(self) -> None:
+        """With --log-format json every line of the log file is one JSON
+        object with the event's fields; the bootstrap banner stays out."""
+        d = Daemon(None, "--log-format", "json", logfile=True)
+        self.addCleanup(d.kill)
+        d.start(("HTTP", "devices"))
+        d.terminate()
+        self.assertIn("admin_password", d.stdout())
+        lines = d.log().splitlines()
+        events = [json.loads(line) for line in lines if line.strip()]
+        self.assertEqual(len(events), len([x for x in lines if x.strip()]))
+        ready = [e for e in events if e.get("log_namespace") == "msync.tap"]
+        self.assertTrue(any("version" in e for e in ready))
+
     def test_health_and_sigterm(self) -> None:
         """The health endpoint answers, and SIGTERM stops the daemon
         cleanly."""

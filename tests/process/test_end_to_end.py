@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import (
@@ -25,6 +26,7 @@ from twisted.internet.defer import (
     inlineCallbacks,
 )
 from twisted.internet.ssl import Certificate
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import (
@@ -270,6 +272,39 @@ class EndToEndTests(DaemonCase):
         self.assertGreaterEqual(self.tenant.asked, 2)
 
     @inlineCallbacks
+    def test_metrics_after_traffic(self) -> Any:
+        """/metrics shows the traffic: calls answered by code, ops pushed
+        and acked, devices connected."""
+        client, inbox = self.device()
+        yield self.connect(client)
+        for i in range(3):
+            yield self.send("LOCK", client.device_id, b"%d" % i)
+        yield self.send("NO-SUCH", client.device_id, b"x")
+        yield inbox.count(3)
+
+        def scrape() -> Deferred[dict[tuple[str, str], float]]:
+            d = self.http.get(self.daemon.http_url + "/metrics")
+            d.addCallback(lambda r: r.text())
+            return d.addCallback(_samples)
+
+        metrics = {}
+
+        @inlineCallbacks
+        def acked() -> Any:
+            found = yield scrape()
+            metrics.update(found)
+            return found.get(("msync_ops_acked_total", "")) == 3
+
+        yield _poll_async(acked)
+        self.assertEqual(metrics[("msync_connected_devices", "")], 1)
+        self.assertEqual(metrics[("msync_ops_accepted_total", "OK")], 3)
+        self.assertEqual(
+            metrics[("msync_ops_accepted_total", "BIZ_NOT_ONLINE")], 1
+        )
+        self.assertEqual(metrics[("msync_ops_pushed_total", "")], 3)
+        self.assertEqual(metrics[("msync_backlog_ops", "")], 3)
+
+    @inlineCallbacks
     def test_bad_signature_refused(self) -> Any:
         """A call signed with the wrong secret is refused and nothing is
         delivered."""
@@ -444,3 +479,26 @@ def _poll(condition: Callable[[], bool]) -> Deferred[None]:
 
     check()
     return d.addTimeout(BOUND, reactor)
+
+
+def _samples(text: str) -> dict[tuple[str, str], float]:
+    """Samples by name and the value of their one label (or "")."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            label = next(iter(sample.labels.values()), "")
+            out[(sample.name, label)] = sample.value
+    return out
+
+
+@inlineCallbacks
+def _poll_async(check: Callable[[], Deferred[bool]]) -> Any:
+    """Run C{check} every 50 ms until it says yes, within the bound."""
+    deadline = reactor.seconds() + BOUND  # type: ignore[attr-defined]
+    while True:
+        ok = yield check()
+        if ok:
+            return
+        if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+            raise AssertionError("condition not met in time")
+        yield deferLater(reactor, 0.05, lambda: None)
