@@ -27,6 +27,9 @@ class Settings:
     ca: str = "certs/ca.pem"
     map_size_mb: int = 65536
     sweep_interval: float = 60.0
+    per_address: int = 4096
+    """Device connections one address may hold open (carrier NAT puts
+    many phones behind one address, so the default is generous)."""
     log_format: str = "text"
 
     @property
@@ -99,6 +102,8 @@ def resolve(file_values: dict[str, Any], flags: dict[str, Any]) -> Settings:
     settings = replace(Settings(), **checked)
     if settings.map_size_mb < 16:
         raise SettingsError("setting map-size-mb: must be at least 16")
+    if settings.per_address < 1:
+        raise SettingsError("setting per-address: must be at least 1")
     if settings.sweep_interval <= 0:
         raise SettingsError("setting sweep-interval: must be positive")
     if settings.log_format not in ("text", "json"):

@@ -28,7 +28,7 @@ from msync.consistency.validator import SessionValidator
 from msync.delivery.engine import Engine
 from msync.delivery.sender import Sender
 from msync.gateway.app import GatewayApp
-from msync.link.protocol import DeviceFactory
+from msync.link.protocol import AddressGate, DeviceFactory
 from msync.metrics import Metrics
 from msync.settings import Settings, SettingsError, load_file, resolve
 from msync.store import StoreService, sweep_expired
@@ -60,6 +60,13 @@ class Options(usage.Options):
             None,
             None,
             f"Largest store size in MiB [{_DEFAULTS.map_size_mb}]",
+        ],
+        [
+            "per-address",
+            None,
+            None,
+            "Device connections one address may hold "
+            f"[{_DEFAULTS.per_address}]",
         ],
         [
             "log-format",
@@ -141,10 +148,15 @@ def makeService(options: Options) -> IService:
     )
     metrics.watch(lambda: engine.online, store.total_ops, store.used_bytes)
     EngineService(engine).setServiceParent(root)
+    devices = DeviceFactory(engine)
     _listener(
         "devices",
         settings.device_port,
-        TLSMemoryBIOFactory(tls, False, DeviceFactory(engine)),
+        AddressGate(
+            TLSMemoryBIOFactory(tls, False, devices),
+            devices,
+            settings.per_address,
+        ),
         reactor,
     ).setServiceParent(root)
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import struct
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from msync.link.protocol import DeviceFactory, DeviceProtocol
+from msync.link.protocol import AddressGate, DeviceFactory, DeviceProtocol
 from msync.model import Target
 from msync.wire.frames import MAX_SERVER_FRAME, FrameDecoder, encode
 from msync.wire.messages import (
@@ -40,8 +41,11 @@ HELLO = Hello(
 class Conn:
     """A protocol on a string transport, and what it wrote."""
 
-    def __init__(self, world: World) -> None:
-        self.proto = DeviceFactory(world.engine).buildProtocol(None)
+    def __init__(
+        self, world: World, factory: DeviceFactory | None = None
+    ) -> None:
+        factory = factory or DeviceFactory(world.engine)
+        self.proto = factory.buildProtocol(None)
         assert isinstance(self.proto, DeviceProtocol)
         self.transport = StringTransport()
         self.proto.makeConnection(self.transport)
@@ -177,3 +181,41 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual(c.transport.value(), b"")
         c.proto.resumeProducing()
         self.assertTrue(any(isinstance(m, Sync) for m in c.read()))
+
+
+class HostileTests(SynchronousTestCase):
+    """Clients that flood."""
+
+    def setUp(self) -> None:
+        self.w = World(self)
+
+    def test_frame_flood_closed(self) -> None:
+        """A device sending frames faster than the rate is closed with
+        RATE; one within the rate is not."""
+        factory = DeviceFactory(self.w.engine, frame_rate=10)
+        c = Conn(self.w, factory)
+        c.feed(to_frame(HELLO) + to_frame(Ping(0)) * 15)
+        self.assertFalse(c.lost)
+        self.w.clock.advance(1)
+        c.feed(to_frame(Ping(1)) * 9)
+        self.assertFalse(c.lost)
+        c.feed(to_frame(Ping(2)) * 30)
+        self.assertEqual(c.error().code, "RATE")
+        self.assertTrue(c.lost)
+
+    def test_per_address_limit(self) -> None:
+        """Past the limit, new connections from one address are refused
+        before any protocol runs; other addresses still get in; closing
+        one makes room."""
+        devices = DeviceFactory(self.w.engine)
+        gate = AddressGate(devices, devices, per_address=2)
+        a1 = IPv4Address("TCP", "10.0.0.1", 1)
+        b1 = IPv4Address("TCP", "10.0.0.2", 1)
+        first = gate.buildProtocol(a1)
+        gate.buildProtocol(a1)
+        self.assertIsNone(gate.buildProtocol(a1))
+        self.assertIsNotNone(gate.buildProtocol(b1))
+        self.assertEqual(gate.refused, 1)
+        first.makeConnection(StringTransport())
+        first.connectionLost()
+        self.assertIsNotNone(gate.buildProtocol(a1))

@@ -12,6 +12,7 @@ stop writing to it instead of buffering.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
@@ -42,8 +43,12 @@ _log = Logger()
 class DeviceProtocol(Protocol):
     """One device connection."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, frame_rate: float = 200.0) -> None:
         self._engine = engine
+        self._rate = frame_rate
+        self._tokens = 2 * frame_rate
+        self._refilled = engine.clock.seconds()
+        self.on_lost: Callable[[], object] | None = None
         self._decoder = FrameDecoder(MAX_DEVICE_FRAME)
         self._queue: deque[dict[str, Any]] = deque()
         self._busy = False
@@ -59,11 +64,25 @@ class DeviceProtocol(Protocol):
         if self.closed:
             return
         try:
-            self._queue.extend(self._decoder.feed(data))
+            frames = self._decoder.feed(data)
         except ProtocolError as e:
             self.close(e.code, e.text)
             return
+        if frames and not self._within_rate(len(frames)):
+            self.close("RATE", "too many frames too fast")
+            return
+        self._queue.extend(frames)
         self._drain()
+
+    def _within_rate(self, frames: int) -> bool:
+        # A token bucket: frame_rate a second, bursts of twice that.
+        now = self._engine.clock.seconds()
+        self._tokens = min(
+            2 * self._rate, self._tokens + (now - self._refilled) * self._rate
+        )
+        self._refilled = now
+        self._tokens -= frames
+        return self._tokens >= 0
 
     def _drain(self) -> None:
         # Messages are handled one at a time and in order; a hello is
@@ -158,6 +177,9 @@ class DeviceProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
+        if self.on_lost is not None:
+            self.on_lost()
+            self.on_lost = None
         if self.session is not None:
             self._engine.disconnect(self.session)
             self.session = None
@@ -179,10 +201,68 @@ class DeviceProtocol(Protocol):
 
 
 class DeviceFactory(Factory):
-    """Builds a L{DeviceProtocol} per connection, all on one engine."""
+    """
+    Builds a L{DeviceProtocol} per connection, all on one engine, and
+    counts open connections per peer address for L{AddressGate}.
+    """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, frame_rate: float = 200.0) -> None:
         self._engine = engine
+        self._frame_rate = frame_rate
+        self.open: dict[str, int] = {}
 
     def buildProtocol(self, addr: Any) -> DeviceProtocol:
-        return DeviceProtocol(self._engine)
+        host = str(getattr(addr, "host", addr))
+        self.open[host] = self.open.get(host, 0) + 1
+        p = DeviceProtocol(self._engine, self._frame_rate)
+        p.on_lost = lambda: self._closed(host)
+        return p
+
+    def _closed(self, host: str) -> None:
+        left = self.open.get(host, 1) - 1
+        if left > 0:
+            self.open[host] = left
+        else:
+            self.open.pop(host, None)
+
+
+class AddressGate(Factory):
+    """
+    Refuses new connections from an address that already has
+    C{per_address} open, before any TLS work is done: the socket is
+    closed at once.
+    """
+
+    def __init__(
+        self, wrapped: Factory, devices: DeviceFactory, per_address: int
+    ) -> None:
+        self._wrapped = wrapped
+        self._devices = devices
+        self._per_address = per_address
+        self.refused = 0
+        self._warned: dict[str, float] = {}
+
+    def doStart(self) -> None:
+        self._wrapped.doStart()
+
+    def doStop(self) -> None:
+        self._wrapped.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        host = str(getattr(addr, "host", addr))
+        if self._devices.open.get(host, 0) >= self._per_address:
+            self.refused += 1
+            self._warn(host)
+            return None
+        return self._wrapped.buildProtocol(addr)
+
+    def _warn(self, host: str) -> None:
+        # One line a minute per address, however hard it floods.
+        now = self._devices._engine.clock.seconds()
+        if now - self._warned.get(host, -60.0) >= 60:
+            self._warned[host] = now
+            _log.warn(
+                "refusing connections from {host}: {limit} already open",
+                host=host,
+                limit=self._per_address,
+            )
