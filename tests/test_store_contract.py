@@ -597,8 +597,11 @@ class LMDBOnlyTests(TestCase):
         self.assertRaises(SchemaMismatch, self._open)
 
     def test_files_private(self) -> None:
-        """The data files are readable by their owner only."""
+        """The data directory and files are readable by their owner only,
+        even when the directory was made open beforehand."""
+        os.chmod(self.path, 0o755)
         store = self._open()
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o700)
         self.addCleanup(store.close)
         for name in os.listdir(self.path):
             mode = os.stat(os.path.join(self.path, name)).st_mode

@@ -121,6 +121,8 @@ class LMDBEngine:
         @return: what C{init} returned.
         """
         os.makedirs(self._path, mode=0o700, exist_ok=True)
+        # The directory may predate us (mkdir -p): it holds secrets.
+        os.chmod(self._path, 0o700)
         self._env = lmdb.open(
             self._path,
             map_size=self._map_size,
