@@ -154,7 +154,9 @@ class EngineValidationTests(SynchronousTestCase):
     """Consistency configs push only to validated devices."""
 
     def world(self) -> tuple[World, StubTreq]:
-        tenant = ReferenceValidator({(INSTANCE, "alice", "good")})
+        tenant = ReferenceValidator(
+            {(INSTANCE, "alice", "good"), (INSTANCE, "bob", "bobs")}
+        )
         http = StubTreq(tenant.resource())
         w = World(self)
         self.successResultOf(
@@ -186,3 +188,23 @@ class EngineValidationTests(SynchronousTestCase):
         http.flush()
         self.assertEqual(d.link.payloads("PAY"), [])
         self.assertEqual(d.link.payloads("CHAT"), [b"hi"])
+
+    def test_another_users_session_refused(self) -> None:
+        """Binding a user with another user's genuine session gets none of
+        that user's consistency data."""
+        w, http = self.world()
+        w.sent("PAY", ["paid"], "alice")
+        d = w.device("thief").connect("alice", "bobs")
+        http.flush()
+        self.assertEqual(d.link.payloads("PAY"), [])
+        device = w.store.device(INSTANCE, "thief")
+        assert device is not None
+        self.assertFalse(device.session_validated)
+
+    def test_device_id_hijack_refused(self) -> None:
+        """Another client cannot take over a validated device's id."""
+        w, http = self.world()
+        w.device("phone").connect("alice", "good")
+        http.flush()
+        thief = w.device("phone")
+        self.assertEqual(thief.refused().code, "DEVICE_CLAIMED")
