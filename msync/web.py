@@ -13,7 +13,7 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from msync.gateway.app import MAX_BODY, GatewayApp
@@ -111,6 +111,31 @@ class BoundedRequest(Request):
             b"Content-Length: %d\r\n\r\n" % len(body) + body
         )
         transport.loseConnection()
+
+
+class Root(Resource):
+    """
+    The listener's root: C{/api/...} goes to the admin API (whose routes
+    are relative to it), C{/} and C{/console/...} to the console pages,
+    everything else to L{RootApp}; the last two route on whole paths.
+    """
+
+    def __init__(
+        self, app: IResource, api: IResource, pages: IResource
+    ) -> None:
+        super().__init__()
+        self._app = app
+        self._api = api
+        self._pages = pages
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        if name == b"api":
+            return self._api
+        # Give the segment back: these apps match the whole path.
+        request.postpath.insert(0, request.prepath.pop())
+        if name in (b"", b"console"):
+            return self._pages
+        return self._app
 
 
 def site(root: IResource) -> Site:
