@@ -6,6 +6,8 @@ The C{msync} command line: one subcommand per task.
   - C{msync device ...}: a device that prints the ops pushed to it.
   - C{msync push ...}: send one op through a gateway, as a backend.
   - C{msync validator ...}: the reference user-consistency endpoint.
+  - C{msync admin ...}: instances, keys, configs and sends, through the
+    daemon's admin API.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 
 from msync import __version__, devcerts
 from msync.consistency import cli as validator_cli
+from msync.console import admin_cli
 from msync.device import cli as device_cli
 from msync.gateway import cli as push_cli
 
@@ -53,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     )
     validator_cli.add_arguments(r)
     r.set_defaults(run=validator_cli.run)
+    a = sub.add_parser("admin", help="manage msync through its admin API")
+    admin_cli.add_arguments(a)
+    a.set_defaults(run=admin_cli.run)
     return p
 
 

@@ -25,6 +25,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from msync import __version__, devcerts, logs
 from msync.bootstrap import BootstrapService
 from msync.consistency.validator import SessionValidator
+from msync.console.api import ConsoleApi
+from msync.console.pages import ConsolePages
 from msync.delivery.engine import Engine
 from msync.delivery.sender import Sender
 from msync.gateway.app import GatewayApp
@@ -33,7 +35,7 @@ from msync.metrics import Metrics
 from msync.settings import Settings, SettingsError, load_file, resolve
 from msync.store import StoreService, sweep_expired
 from msync.tls import TLSConfigError, server_options
-from msync.web import RootApp, site
+from msync.web import Root, RootApp, site
 
 _log = Logger()
 _DEFAULTS = Settings()
@@ -163,8 +165,16 @@ def makeService(options: Options) -> IService:
     sender = Sender(engine, on_result=metrics.sent)
     gateway = GatewayApp(store, sender, reactor)
     web = RootApp(store, gateway, metrics)
+    console = ConsoleApi(
+        store,
+        engine,
+        sender,
+        reactor,
+        secure_cookies=settings.http_port.startswith("ssl:"),
+    )
+    pages = Root(web.resource(), console.resource(), ConsolePages().resource())
     _listener(
-        "HTTP", settings.http_port, site(web.resource()), reactor
+        "HTTP", settings.http_port, site(pages), reactor
     ).setServiceParent(root)
     _Ready(reactor, bootstrap).setServiceParent(root)
     return root

@@ -21,6 +21,9 @@ class SiteTests(SynchronousTestCase):
             w.store, GatewayApp(w.store, Sender(w.engine), w.clock), Metrics()
         )
         self.site = site(app.resource())
+        # Channels here live on a string transport: no idle timers on the
+        # global reactor to outlive the test.
+        self.site.timeOut = None
 
     def request(self, raw: bytes) -> bytes:
         channel = self.site.buildProtocol(None)
