@@ -234,7 +234,7 @@ class AddressGate(Factory):
     """
 
     def __init__(
-        self, wrapped: Factory, devices: DeviceFactory, per_address: int
+        self, wrapped: Any, devices: DeviceFactory, per_address: int
     ) -> None:
         self._wrapped = wrapped
         self._devices = devices
