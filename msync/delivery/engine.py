@@ -25,10 +25,8 @@ Rules (REQUIREMENTS section 3):
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -36,7 +34,21 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from msync.delivery.frames import FrameBuilder
-from msync.delivery.ops import Audience, Filters, audience, matches
+from msync.delivery.ops import Filters, audience, matches
+from msync.delivery.session import (
+    Link,
+    Observer,
+    Readable,
+    Refused,
+    Session,
+    Stream,
+    Tuning,
+    Unobserved,
+    Validator,
+    no_validation,
+    secret_hash,
+    wire_scope,
+)
 from msync.delivery.volatile import VolatileLogs
 from msync.model import (
     DeliveryEvent,
@@ -55,7 +67,6 @@ from msync.model import (
     parse_version,
 )
 from msync.store import DeviceClaimed, Store
-from msync.wire.frames import MAX_SERVER_FRAME
 from msync.wire.messages import (
     VERSION,
     Ack,
@@ -67,190 +78,20 @@ from msync.wire.messages import (
     to_frame,
 )
 
+__all__ = [
+    "Engine",
+    "Link",
+    "Observer",
+    "Refused",
+    "Session",
+    "Stream",
+    "Tuning",
+    "Validator",
+    "secret_hash",
+    "wire_scope",
+]
+
 _log = Logger()
-
-
-@dataclass(frozen=True, slots=True)
-class Tuning:
-    """The engine's limits and timings."""
-
-    heartbeat: int = 30
-    """Seconds between a device's pings; silence for 3 closes it."""
-    ack_timeout: float = 30.0
-    """Seconds an op may wait for its ack before it is pushed again."""
-    hello_timeout: float = 20.0
-    """Seconds a new connection has to say hello."""
-    max_attempts: int = 6
-    """Pushes of one op to one device before it is dropped for it."""
-    window_ops: int = 4096
-    """Unacked ops in flight per connection."""
-    window_bytes: int = 4 * 2**20
-    """Unacked op bytes in flight per connection."""
-    page: int = 1024
-    """Ops read from the store at a time."""
-    resend_cap: int = 100_000
-    """The most ops any scope keeps, even in resend mode 'all'."""
-    tick: float = 1.0
-    """Seconds between checks for overdue acks, idle links, held ops."""
-    frame_limit: int = MAX_SERVER_FRAME - 1024
-    """Largest sync frame; leaves room for the frame's own overhead."""
-
-
-class Refused(Exception):
-    """A device's request is refused; C{code} goes in the error frame."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(f"{code}: {text}")
-        self.code = code
-        self.text = text
-
-
-class Link(Protocol):
-    """What the engine needs of one device connection."""
-
-    paused: bool
-    """True while the transport asks us to stop writing."""
-
-    def send(self, data: bytes) -> None:
-        """Write bytes (whole frames) to the device."""
-
-    def close(self, code: str, text: str) -> None:
-        """Send an error frame, then close."""
-
-
-class Observer(Protocol):
-    """Hears what the engine does, for metrics; must be cheap."""
-
-    def pushed(self, ops: int, again: int) -> None:
-        """C{ops} ops were pushed, C{again} of them not for the first
-        time."""
-
-    def acked(self, ops: int, latency: float | None) -> None:
-        """C{ops} ops were acked; C{latency} is how long the newest of
-        them waited for its ack, in seconds."""
-
-    def dropped(self, reason: str) -> None:
-        """An op was dropped for a device."""
-
-
-class _Unobserved:
-    def pushed(self, ops: int, again: int) -> None:
-        pass
-
-    def acked(self, ops: int, latency: float | None) -> None:
-        pass
-
-    def dropped(self, reason: str) -> None:
-        pass
-
-
-class Readable(Protocol):
-    """Something reading a scope under a config: a stream, a user log."""
-
-    @property
-    def config(self) -> SyncConfig: ...
-
-    @property
-    def scope(self) -> Scope: ...
-
-
-Validator = Callable[[str, str, str], Deferred[bool]]
-
-
-def no_validation(
-    instance_id: str, user_id: str, session: str
-) -> Deferred[bool]:
-    """The default validator: with no endpoint, nobody is validated."""
-    return succeed(False)
-
-
-def wire_scope(scope: Scope) -> str:
-    """The scope's name on the wire: C{u:USER}, C{d:DEVICE} or C{g}."""
-    if scope.kind is ScopeKind.GLOBAL:
-        return "g"
-    return f"{scope.kind.value}:{scope.link}"
-
-
-def secret_hash(secret: str) -> bytes:
-    """What the store keeps of a device secret."""
-    return hashlib.sha256(secret.encode("utf-8")).digest()
-
-
-class Stream:
-    """One device's position in one scope, and what it has in flight."""
-
-    __slots__ = (
-        "biz",
-        "config",
-        "held_until",
-        "inflight",
-        "key",
-        "last_push",
-        "name",
-        "point",
-        "prior",
-        "scope",
-        "sent",
-        "session",
-        "wants_sync",
-    )
-
-    def __init__(
-        self, session: Session, config: SyncConfig, scope: Scope, point: int
-    ) -> None:
-        self.session = session
-        self.config = config
-        self.scope = scope
-        self.key = scope.key
-        self.biz = config.biz_type
-        self.name = wire_scope(scope)
-        self.point = point
-        """Every op at or below this is acked or skipped."""
-        self.sent = point
-        """Every op at or below this was pushed, skipped or acked."""
-        self.inflight: dict[int, list[Any]] = {}
-        """Pushed, unacked op ids (in id order) -> [attempts, size,
-        pushed at]."""
-        self.prior: dict[int, int] = {}
-        """Pushes of an op before it was pushed again."""
-        self.last_push = 0.0
-        self.held_until = 0
-        self.wants_sync = True
-
-
-class Session:
-    """One online device: its connection, identity, streams and window."""
-
-    def __init__(
-        self,
-        link: Link,
-        instance_id: str,
-        device_id: str,
-        who: Audience,
-        now: float,
-    ) -> None:
-        self.link = link
-        self.instance_id = instance_id
-        self.device_id = device_id
-        self.audience = who
-        self.connected = now
-        self.last_heard = now
-        self.user_id = ""
-        self.session_id = ""
-        self.validated: bool | None = None
-        self.streams: dict[tuple[str, str], Stream] = {}
-        self.inflight_ops = 0
-        self.inflight_bytes = 0
-        self.pushes = 0
-        self.arrivals = 0
-        self.dirty: set[Stream] = set()
-        self.writing = False
-        self.waiters: list[Deferred[None]] = []
-        self.closed = False
-
-    @property
-    def has_room(self) -> bool:
-        return not self.closed and not self.link.paused
 
 
 class Engine:
@@ -260,14 +101,14 @@ class Engine:
         self,
         store: Store,
         clock: IReactorTime,
-        tuning: Tuning = Tuning(),
+        tuning: Tuning | None = None,
         validate: Validator = no_validation,
         observer: Observer | None = None,
     ) -> None:
         self.store = store
-        self.observer: Observer = observer or _Unobserved()
+        self.observer: Observer = observer or Unobserved()
         self.clock = clock
-        self.tuning = tuning
+        self.tuning = tuning or Tuning()
         self._validate = validate
         self._sessions: dict[tuple[str, str], Session] = {}
         self._by_scope: dict[bytes, set[Stream]] = {}
