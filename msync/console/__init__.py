@@ -1,5 +1,9 @@
 """
-The operator's side of msync: the admin API (L{msync.console.api}), the
-logins and tokens that guard it (L{msync.console.sessions}), the browser
-console built on it, and C{msync admin} (L{msync.console.admin_cli}).
+The operator's side of msync: the admin API (L{msync.console.api}, with
+its request bodies in L{msync.console.api_bodies} and its JSON shapes in
+L{msync.console.api_shapes}), the logins and tokens that guard it
+(L{msync.console.sessions}), the browser console built on it
+(L{msync.console.pages}), and C{msync admin} (L{msync.console.admin_cli},
+L{msync.console.admin_commands}, L{msync.console.admin_client},
+L{msync.console.admin_text}).
 """

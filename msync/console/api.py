@@ -17,21 +17,20 @@ The route then refuses by raising L{ApiError}, or a store or model error
 (L{NotFound}, L{AlreadyExists}, L{ValidationError}), all answered in the
 same place.  Anything else is a bug: logged as a failure and answered
 C{500 internal}, never with a traceback.
+
+Reading bodies and fields, and the refusal L{ApiError}, are in
+L{msync.console.api_bodies}; the JSON shape of each resource is in
+L{msync.console.api_shapes}.  L{MAX_BODY} and L{ApiError} are importable
+from here too.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from functools import wraps
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -44,6 +43,28 @@ from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
 from msync.auth import hash_password, new_access_key, new_secret
+from msync.console.api_bodies import (
+    MAX_BODY,
+    ApiError,
+    Fields,
+    app_key,
+    date,
+    invalid,
+    json_headers,
+    not_found,
+    payload,
+    read_json,
+    render,
+    time_zone,
+    validation_url,
+)
+from msync.console.api_shapes import (
+    config_json,
+    device_json,
+    instance_json,
+    key_json,
+    user_json,
+)
 from msync.console.sessions import (
     SESSION_COOKIE,
     BadLogin,
@@ -56,14 +77,8 @@ from msync.console.sessions import (
     session_cookie,
 )
 from msync.delivery.engine import Engine
-from msync.delivery.lookup import (
-    DeviceReport,
-    PushEntry,
-    UserReport,
-    device_report,
-    user_report,
-)
-from msync.delivery.sender import Sender, SendRequest, parse_date
+from msync.delivery.lookup import device_report, user_report
+from msync.delivery.sender import Sender, SendRequest
 from msync.gateway.app import SIGNATURE_CHECK
 from msync.model import (
     AccessKey,
@@ -84,17 +99,10 @@ __all__ = ["MAX_BODY", "ApiError", "ConsoleApi"]
 
 _log = Logger()
 
-#: The largest request body read, in bytes.
-MAX_BODY = 64 * 1024
-
 #: The least length of an admin password.
 MIN_PASSWORD = 8
 
-_JSON = b"application/json"
 _SAFE_METHODS = (b"GET", b"HEAD")
-
-# Bounds on free text an operator types, so that no value is absurd.
-_MAX_TEXT = 2048
 
 # Names a caller typed are logged cut to this many characters.
 _SHOWN = 64
@@ -130,39 +138,6 @@ _SEND_FIELDS = (
     "expire_date",
 )
 
-E = TypeVar("E", bound=Enum)
-
-
-class ApiError(Exception):
-    """
-    A refusal: answered with C{status} and the body
-    C{{"error": code, "message": message}}, plus C{"field"} if set.
-    """
-
-    def __init__(
-        self, status: int, code: str, message: str, field: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-
-    def body(self) -> dict[str, str]:
-        """The refusal as the API answers it."""
-        out = {"error": self.code, "message": self.message}
-        if self.field is not None:
-            out["field"] = self.field
-        return out
-
-
-def _invalid(name: str, message: str) -> ApiError:
-    return ApiError(400, "invalid", message, name)
-
-
-def _not_found(message: str) -> ApiError:
-    return ApiError(404, "not_found", message)
-
 
 @dataclass
 class _Call:
@@ -172,264 +147,6 @@ class _Call:
     user: str = ""
     session: Session | None = None
     body: dict[str, Any] = field(default_factory=dict)
-
-
-# --- reading bodies ---------------------------------------------------
-
-
-def _read_json(request: IRequest) -> dict[str, Any]:
-    declared = request.getHeader(b"content-length")
-    if (
-        declared is not None
-        and declared.isdigit()
-        and int(declared) > MAX_BODY
-    ):
-        raise ApiError(413, "too_large", f"the body is over {MAX_BODY} bytes")
-    media = (request.getHeader(b"content-type") or b"").split(b";")[0]
-    if media.strip().lower() != _JSON:
-        raise ApiError(415, "not_json", "the body must be application/json")
-
-    # The Site has bounded the body as it arrived; read no more than one
-    # byte past the limit all the same.
-    content = request.content
-    data = b""
-    if content is not None:
-        content.seek(0)
-        data = content.read(MAX_BODY + 1)
-    if len(data) > MAX_BODY:
-        raise ApiError(413, "too_large", f"the body is over {MAX_BODY} bytes")
-
-    try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ApiError(400, "bad_json", f"the body is not JSON: {e}") from e
-    if not isinstance(value, dict):
-        raise ApiError(400, "bad_json", "the body must be a JSON object")
-    return value
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-class _Fields:
-    """
-    Typed reads of a JSON object's fields; a field sent as C{null}
-    counts as not sent.
-    """
-
-    def __init__(self, body: dict[str, Any], allowed: Iterable[str]) -> None:
-        unknown = sorted(set(body) - set(allowed))
-        if unknown:
-            raise _invalid(unknown[0], f"{unknown[0]!r} is not a field here")
-        self._body = body
-
-    def raw(self, name: str) -> object:
-        """The value of C{name} as sent, or L{None}."""
-        return self._body.get(name)
-
-    def given(self, name: str) -> bool:
-        """Whether C{name} was sent (and not as C{null})."""
-        return self._body.get(name) is not None
-
-    def text(
-        self, name: str, default: str = "", *, limit: int = _MAX_TEXT
-    ) -> str:
-        value = self._body.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            raise _invalid(name, f"{name} must be text")
-        if len(value) > limit:
-            raise _invalid(name, f"{name} is over {limit} characters")
-        return value
-
-    def required_text(self, name: str) -> str:
-        if not self.given(name):
-            raise _invalid(name, f"{name} is required")
-        return self.text(name)
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self._body.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise _invalid(name, f"{name} must be true or false")
-        return value
-
-    def integer(self, name: str, default: int) -> int:
-        value = self._body.get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _invalid(name, f"{name} must be an integer")
-        return value
-
-    def choice(self, name: str, kind: type[E], default: E) -> E:
-        value = self._body.get(name)
-        if value is None:
-            return default
-        try:
-            return kind(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in kind)
-            raise _invalid(name, f"{name} must be one of {allowed}") from None
-
-
-def _time_zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _invalid("time_zone", f"unknown time zone {value!r}") from None
-    return value
-
-
-def _validation_url(value: str) -> str:
-    if not value:
-        return value
-    parts = urlsplit(value)
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.netloc
-        or any(c.isspace() or ord(c) < 0x20 for c in value)
-    ):
-        raise _invalid("validation_url", "must be an http(s) URL, or empty")
-    return value
-
-
-def _app_key(value: str) -> str:
-    if len(value) > 256 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise _invalid(
-            "app_key", "must be at most 256 characters, no control ones"
-        )
-    return value
-
-
-def _date(fields: _Fields, name: str, time_zone: str) -> int:
-    text = fields.text(name)
-    if not text:
-        return 0
-    try:
-        return parse_date(text, time_zone)
-    except ValidationError as e:
-        raise _invalid(name, f"{name}: {e.reason}") from e
-
-
-def _payload(fields: _Fields) -> bytes:
-    if fields.given("payload") and fields.given("payload_base64"):
-        raise _invalid(
-            "payload_base64", "send payload or payload_base64, not both"
-        )
-    if fields.given("payload_base64"):
-        text = fields.text("payload_base64", limit=MAX_BODY)
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise _invalid(
-                "payload_base64", "payload_base64 is not standard base64"
-            ) from None
-    # The Sender refuses an empty or oversized payload with its own code.
-    return fields.text("payload", limit=MAX_BODY).encode("utf-8")
-
-
-# --- answers ----------------------------------------------------------
-
-
-def _instance_json(i: Instance) -> dict[str, Any]:
-    return {
-        "instance_id": i.instance_id,
-        "time_zone": i.time_zone,
-        "validation_url": i.validation_url,
-        "app_key_set": bool(i.app_key),
-        "created": i.created_ms,
-    }
-
-
-def _key_json(k: AccessKey, *, with_secret: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"access_key": k.access_key}
-    if with_secret:
-        out["secret"] = k.secret
-    out.update(
-        instances=list(k.instances), created=k.created_ms, revoked=k.revoked
-    )
-    return out
-
-
-def _config_json(c: SyncConfig) -> dict[str, Any]:
-    return {
-        "biz_type": c.biz_type,
-        "description": c.description,
-        "range": c.range.value,
-        "target": c.target.value,
-        "multi_device": c.multi_device,
-        "persistent": c.persistent,
-        "resend_mode": c.resend_mode.value,
-        "threshold": c.threshold,
-        "consistency": c.consistency,
-        "state": c.state.value,
-        "created": c.created_ms,
-        "updated": c.updated_ms,
-    }
-
-
-def _push_json(p: PushEntry) -> dict[str, Any]:
-    return {
-        "biz_type": p.biz_type,
-        "scope": p.scope,
-        "op_id": p.op_id,
-        "third_msg_id": p.third_msg_id,
-        "created": p.created,
-        "state": p.state,
-        "attempts": p.attempts,
-        "reason": p.reason,
-        "device_id": p.device_id,
-    }
-
-
-def _days_json(days: Iterable[tuple[int, int, int]]) -> list[dict[str, int]]:
-    return [
-        {"day": day, "pushes": pushes, "arrivals": arrivals}
-        for day, pushes, arrivals in days
-    ]
-
-
-def _device_json(d: DeviceReport, *, detail: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "device_id": d.device_id,
-        "user_id": d.user_id,
-        "online": d.online,
-        "os_type": d.os_type,
-        "app_version": d.app_version,
-        "validated": d.validated,
-        "first_seen": d.first_seen,
-        "last_seen": d.last_seen,
-    }
-    if detail:
-        out["days"] = _days_json(d.days)
-        out["pushes"] = [_push_json(p) for p in d.pushes]
-    return out
-
-
-def _user_json(u: UserReport) -> dict[str, Any]:
-    return {
-        "user_id": u.user_id,
-        "online": u.online,
-        "devices": [_device_json(d, detail=False) for d in u.devices],
-        "days": _days_json(u.days),
-        "pushes": [_push_json(p) for p in u.pushes],
-    }
-
-
-def _render(body: object) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(
-        "utf-8"
-    )
-
-
-def _json_headers(request: IRequest) -> None:
-    request.setHeader(b"content-type", _JSON)
-    request.setHeader(b"cache-control", b"no-store")
-    request.setHeader(b"x-content-type-options", b"nosniff")
 
 
 # --- the one path every route takes ------------------------------------
@@ -519,22 +236,22 @@ class ConsoleApi:
         login: bool,
         path: dict[str, str],
     ) -> bytes:
-        _json_headers(request)
+        json_headers(request)
         try:
             call = self._admit(request) if login else _Call(request)
             if wants_body:
-                call.body = _read_json(request)
+                call.body = read_json(request)
             result = await action(self, call, **path)
-            answer = _render(result)
+            answer = render(result)
         except CancelledError:
             # The client went away; Klein drops the answer quietly.
             raise
         except ApiError as e:
             return self._refuse(request, e)
         except ValidationError as e:
-            return self._refuse(request, _invalid(e.field, e.reason))
+            return self._refuse(request, invalid(e.field, e.reason))
         except NotFound as e:
-            return self._refuse(request, _not_found(str(e)))
+            return self._refuse(request, not_found(str(e)))
         except AlreadyExists as e:
             return self._refuse(request, ApiError(409, "exists", str(e)))
         except Exception:
@@ -551,7 +268,7 @@ class ConsoleApi:
 
     def _refuse(self, request: IRequest, error: ApiError) -> bytes:
         request.setResponseCode(error.status)
-        return _render(error.body())
+        return render(error.body())
 
     def _admit(self, request: IRequest) -> _Call:
         authorization: bytes | None = request.getHeader(b"authorization")
@@ -597,10 +314,10 @@ class ConsoleApi:
         try:
             check_instance_id(instance_id)
         except ValidationError:
-            raise _not_found(f"no instance {instance_id!r}") from None
+            raise not_found(f"no instance {instance_id!r}") from None
         instance = self._store.instance(instance_id)
         if instance is None:
-            raise _not_found(f"no instance {instance_id!r}")
+            raise not_found(f"no instance {instance_id!r}")
         return instance
 
     def _config(self, instance_id: str, biz_type: str) -> SyncConfig:
@@ -608,10 +325,10 @@ class ConsoleApi:
         try:
             check_biz_type(biz_type)
         except ValidationError:
-            raise _not_found(f"no sync config {biz_type!r}") from None
+            raise not_found(f"no sync config {biz_type!r}") from None
         config = self._store.config(instance_id, biz_type)
         if config is None:
-            raise _not_found(f"{instance_id} has no sync config {biz_type}")
+            raise not_found(f"{instance_id} has no sync config {biz_type}")
         return config
 
     async def _config_saved(
@@ -627,7 +344,7 @@ class ConsoleApi:
             what=what,
             user=call.user,
         )
-        return _config_json(config)
+        return config_json(config)
 
     async def _create_once(
         self,
@@ -650,13 +367,13 @@ class ConsoleApi:
     @app.handle_errors(NoRoute, MethodNotAllowed)
     def no_route(self, request: IRequest, failure: Failure) -> bytes:
         """Answer an unknown path or method in JSON like every refusal."""
-        _json_headers(request)
+        json_headers(request)
         if failure.check(MethodNotAllowed):
             allowed = getattr(failure.value, "valid_methods", None) or []
             request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
             error = ApiError(405, "not_allowed", "method not allowed here")
         else:
-            error = _not_found("no such API route")
+            error = not_found("no such API route")
         return self._refuse(request, error)
 
     # --- logins, sessions, tokens ---------------------------------------
@@ -665,7 +382,7 @@ class ConsoleApi:
     @_endpoint(body=True, login=False)
     async def login(self, call: _Call) -> object:
         """Log in with a password: start a session, set its cookie."""
-        fields = _Fields(call.body, ("user", "password"))
+        fields = Fields(call.body, ("user", "password"))
         user = fields.required_text("user")
         password = fields.required_text("password")
         request = call.request
@@ -743,7 +460,7 @@ class ConsoleApi:
     async def revoke_token(self, call: _Call, token_id: str) -> object:
         """Revoke an API token."""
         if not await self.tokens.revoke(token_id):
-            raise _not_found(f"no token {token_id!r}")
+            raise not_found(f"no token {token_id!r}")
         _log.info(
             "API token {token_id} revoked by {user}",
             token_id=token_id,
@@ -757,19 +474,19 @@ class ConsoleApi:
     @_endpoint()
     async def instances(self, call: _Call) -> object:
         """List every instance."""
-        return [_instance_json(i) for i in self._store.instances()]
+        return [instance_json(i) for i in self._store.instances()]
 
     @app.route("/instances", methods=["POST"])
     @_endpoint(status=201, body=True)
     async def create_instance(self, call: _Call) -> object:
         """Create an instance."""
-        fields = _Fields(
+        fields = Fields(
             call.body, ("instance_id", "time_zone", "validation_url")
         )
         instance = Instance(
             instance_id=check_instance_id(fields.required_text("instance_id")),
-            time_zone=_time_zone(fields.text("time_zone", "UTC")),
-            validation_url=_validation_url(fields.text("validation_url")),
+            time_zone=time_zone(fields.text("time_zone", "UTC")),
+            validation_url=validation_url(fields.text("validation_url")),
             created_ms=self._now_ms(),
         )
         name = instance.instance_id
@@ -784,27 +501,27 @@ class ConsoleApi:
             instance_id=name,
             user=call.user,
         )
-        return _instance_json(instance)
+        return instance_json(instance)
 
     @app.route("/instances/<instance_id>", methods=["GET"])
     @_endpoint()
     async def instance(self, call: _Call, instance_id: str) -> object:
         """Show one instance."""
-        return _instance_json(self._instance(instance_id))
+        return instance_json(self._instance(instance_id))
 
     @app.route("/instances/<instance_id>", methods=["PATCH"])
     @_endpoint(body=True)
     async def change_instance(self, call: _Call, instance_id: str) -> object:
         """Change an instance's time zone, validation URL or app key."""
         current = self._instance(instance_id)
-        fields = _Fields(call.body, ("time_zone", "validation_url", "app_key"))
+        fields = Fields(call.body, ("time_zone", "validation_url", "app_key"))
         instance = replace(
             current,
-            time_zone=_time_zone(fields.text("time_zone", current.time_zone)),
-            validation_url=_validation_url(
+            time_zone=time_zone(fields.text("time_zone", current.time_zone)),
+            validation_url=validation_url(
                 fields.text("validation_url", current.validation_url)
             ),
-            app_key=_app_key(fields.text("app_key", current.app_key)),
+            app_key=app_key(fields.text("app_key", current.app_key)),
         )
         await self._store.put_instance(instance)
         # Which fields, never the app key's value.
@@ -814,7 +531,7 @@ class ConsoleApi:
             user=call.user,
             fields=sorted(k for k in call.body if fields.given(k)),
         )
-        return _instance_json(instance)
+        return instance_json(instance)
 
     # --- access keys ----------------------------------------------------
 
@@ -822,28 +539,28 @@ class ConsoleApi:
     @_endpoint()
     async def keys(self, call: _Call) -> object:
         """List every access key, without secrets."""
-        return [_key_json(k) for k in self._store.access_keys()]
+        return [key_json(k) for k in self._store.access_keys()]
 
     @app.route("/keys", methods=["POST"])
     @_endpoint(status=201, body=True)
     async def create_key(self, call: _Call) -> object:
         """Make an access key; its secret is shown this once."""
-        names = _Fields(call.body, ("instances",)).raw("instances")
+        names = Fields(call.body, ("instances",)).raw("instances")
         if not isinstance(names, list) or not names:
-            raise _invalid("instances", "instances must be a list of names")
+            raise invalid("instances", "instances must be a list of names")
         if len(names) > _MAX_INSTANCES_PER_KEY:
-            raise _invalid(
+            raise invalid(
                 "instances",
                 f"at most {_MAX_INSTANCES_PER_KEY} instances per key",
             )
         instances: list[str] = []
         for name in names:
             if not isinstance(name, str):
-                raise _invalid("instances", "instances must be text")
+                raise invalid("instances", "instances must be text")
             try:
                 self._instance(name)
             except ApiError:
-                raise _invalid("instances", f"no instance {name!r}") from None
+                raise invalid("instances", f"no instance {name!r}") from None
             if name not in instances:
                 instances.append(name)
 
@@ -863,7 +580,7 @@ class ConsoleApi:
             user=call.user,
             instances=instances,
         )
-        return _key_json(key, with_secret=True)
+        return key_json(key, with_secret=True)
 
     @app.route("/keys/<access_key>/revoke", methods=["POST"])
     @_endpoint()
@@ -873,7 +590,7 @@ class ConsoleApi:
         if len(access_key) <= 128:
             key = self._store.access_key(access_key)
         if key is None:
-            raise _not_found(f"no access key {access_key!r}")
+            raise not_found(f"no access key {access_key!r}")
         if not key.revoked:
             key = replace(key, revoked=True)
             await self._store.put_access_key(key)
@@ -882,7 +599,7 @@ class ConsoleApi:
                 access_key=access_key,
                 user=call.user,
             )
-        return _key_json(key)
+        return key_json(key)
 
     # --- sync configs ---------------------------------------------------
 
@@ -891,16 +608,16 @@ class ConsoleApi:
     async def configs(self, call: _Call, instance_id: str) -> object:
         """List an instance's sync configs."""
         self._instance(instance_id)
-        return [_config_json(c) for c in self._store.configs(instance_id)]
+        return [config_json(c) for c in self._store.configs(instance_id)]
 
     @app.route("/instances/<instance_id>/configs", methods=["POST"])
     @_endpoint(status=201, body=True)
     async def create_config(self, call: _Call, instance_id: str) -> object:
         """Create a sync config; it starts online."""
         self._instance(instance_id)
-        fields = _Fields(call.body, _CONFIG_FIELDS)
+        fields = Fields(call.body, _CONFIG_FIELDS)
         if not fields.given("target"):
-            raise _invalid("target", "target is required")
+            raise invalid("target", "target is required")
         now = self._now_ms()
         config = SyncConfig(
             instance_id=instance_id,
@@ -926,7 +643,7 @@ class ConsoleApi:
             biz_type=config.biz_type,
             user=call.user,
         )
-        return _config_json(config)
+        return config_json(config)
 
     @app.route("/instances/<instance_id>/configs/<biz_type>", methods=["GET"])
     @_endpoint()
@@ -934,7 +651,7 @@ class ConsoleApi:
         self, call: _Call, instance_id: str, biz_type: str
     ) -> object:
         """Show one sync config."""
-        return _config_json(self._config(instance_id, biz_type))
+        return config_json(self._config(instance_id, biz_type))
 
     @app.route(
         "/instances/<instance_id>/configs/<biz_type>", methods=["PATCH"]
@@ -945,7 +662,7 @@ class ConsoleApi:
     ) -> object:
         """Change a sync config; its biz type and target stay."""
         current = self._config(instance_id, biz_type)
-        fields = _Fields(call.body, _CONFIG_FIELDS)
+        fields = Fields(call.body, _CONFIG_FIELDS)
         changes: dict[str, object] = {}
         if fields.given("biz_type"):
             changes["biz_type"] = fields.text("biz_type")
@@ -1003,7 +720,7 @@ class ConsoleApi:
     ) -> object:
         current = self._config(instance_id, biz_type)
         if current.state is state:
-            return _config_json(current)
+            return config_json(current)
         config = current.modified(state=state, updated_ms=self._now_ms())
         return await self._config_saved(call, config, f"put {state.value}")
 
@@ -1014,12 +731,12 @@ class ConsoleApi:
     async def send(self, call: _Call, instance_id: str) -> object:
         """Send one op, as a backend would; answer the sender's result."""
         instance = self._instance(instance_id)
-        fields = _Fields(call.body, _SEND_FIELDS)
+        fields = Fields(call.body, _SEND_FIELDS)
         text = {name: fields.text(name) for name in _SEND_TEXT_FIELDS}
         request = SendRequest(
             instance_id=instance_id,
             biz_type=text["biz_type"],
-            payload=_payload(fields),
+            payload=payload(fields),
             third_msg_id=text["third_msg_id"],
             link_token=text["link_token"],
             to_all=fields.flag("global", False),
@@ -1028,8 +745,8 @@ class ConsoleApi:
             app_min_version=text["app_min_version"],
             app_max_version=text["app_max_version"],
             device_id=text["device_id"],
-            start_ms=_date(fields, "start_date", instance.time_zone),
-            expire_ms=_date(fields, "expire_date", instance.time_zone),
+            start_ms=date(fields, "start_date", instance.time_zone),
+            expire_ms=date(fields, "expire_date", instance.time_zone),
         )
         result = await self._sender.send(request)
         _log.info(
@@ -1065,8 +782,8 @@ class ConsoleApi:
                 self._engine, instance_id, device_id, self._now_ms()
             )
         if report is None:
-            raise _not_found(f"device {device_id!r} was never seen")
-        return _device_json(report)
+            raise not_found(f"device {device_id!r} was never seen")
+        return device_json(report)
 
     @app.route(
         "/instances/<instance_id>/users/<path:user_id>", methods=["GET"]
@@ -1085,8 +802,8 @@ class ConsoleApi:
         if report is None or not (
             report.devices or report.days or report.pushes or report.online
         ):
-            raise _not_found(f"user {user_id!r} was never seen")
-        return _user_json(report)
+            raise not_found(f"user {user_id!r} was never seen")
+        return user_json(report)
 
     # --- service management ---------------------------------------------
 
@@ -1100,7 +817,7 @@ class ConsoleApi:
     @_endpoint(body=True)
     async def change_settings(self, call: _Call) -> object:
         """Change server-wide settings: the signature switch."""
-        fields = _Fields(call.body, ("signature_check",))
+        fields = Fields(call.body, ("signature_check",))
         if fields.given("signature_check"):
             check = fields.flag("signature_check", True)
             await self._store.put_setting(SIGNATURE_CHECK, check)
@@ -1125,11 +842,11 @@ class ConsoleApi:
     @_endpoint(status=201, body=True)
     async def create_admin(self, call: _Call) -> object:
         """Add an admin login."""
-        fields = _Fields(call.body, ("user", "password"))
+        fields = Fields(call.body, ("user", "password"))
         name = check_link("user", fields.required_text("user"))
         password = fields.required_text("password")
         if len(password) < MIN_PASSWORD:
-            raise _invalid(
+            raise invalid(
                 "password", f"must be at least {MIN_PASSWORD} characters"
             )
         await self._create_once(
