@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.msync-installed
 CERTS := certs/server.pem certs/server.key certs/ca.pem
 
-.PHONY: run test check bench clean
+.PHONY: run test check bench clean browser-deps
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), \
@@ -29,7 +29,28 @@ run: $(STAMP) $(CERTS)
 	mkdir -p var/msync
 	$(BIN)/twistd -n msync --data-dir var/msync
 
-test: $(STAMP) $(CERTS)
+# The console's browser tests drive Debian's Chromium through Playwright
+# (the `test` extra); Playwright's own browser download is never used.
+# Installing Chromium needs root; as anyone else this says what to run.
+# Silent when everything is there already.
+CHROMIUM := /usr/bin/chromium
+
+browser-deps: $(STAMP)
+	@$(BIN)/python -c 'import playwright' 2>/dev/null || \
+	    $(BIN)/python -m pip install --quiet playwright
+	@if [ ! -x $(CHROMIUM) ]; then \
+	    if [ "$$(id -u)" != 0 ]; then \
+	        echo "make: $(CHROMIUM) is missing; as root run:" \
+	            "apt-get update && apt-get install -y chromium" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+test: $(STAMP) $(CERTS) browser-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 check: $(STAMP)

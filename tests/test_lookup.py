@@ -33,7 +33,7 @@ class LookupTests(SynchronousTestCase):
         states = {p.op_id: (p.state, p.attempts) for p in report.pushes}
         self.assertEqual(
             states,
-            {a: ("acked", 0), b: ("pushed", 1), c: ("stored", 0)},
+            {a: ("acked", 1), b: ("pushed", 1), c: ("stored", 0)},
         )
         self.assertFalse(report.online)
         self.assertEqual(report.pushes[0].third_msg_id, "m-c")

@@ -225,7 +225,10 @@ def _pushes(
             if record and record.state is DeliveryState.DROPPED:
                 state = DeliveryState.DROPPED.value
             elif op.op_id <= point:
+                # Acked by this device: it was pushed at least once, even
+                # if no record counted it (the first push is not logged).
                 state = DeliveryState.ACKED.value
+                attempts = max(attempts, 1)
             elif op.op_id in inflight:
                 state = DeliveryState.PUSHED.value
                 attempts = inflight[op.op_id][0]
