@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from msync.delivery.sender import Sender
 from msync.gateway.app import MAX_BODY, GatewayApp
 from msync.metrics import Metrics
+from msync.store import LMDBEngine, Store
 from msync.web import RootApp, site
 from tests.delivery_world import World
 
@@ -75,3 +83,27 @@ class SiteTests(SynchronousTestCase):
         out = self.request(raw)
         self.assertIn(b"413", out)
         self.assertNotIn(b"Traceback", out)
+
+
+class HealthTests(TestCase):
+    """Health follows the store."""
+
+    @inlineCallbacks
+    def test_unusable_store_is_unhealthy(self) -> Any:
+        """Once the store cannot be read, /healthz answers 503."""
+        path = tempfile.mkdtemp(prefix="msync-health-")
+        self.addCleanup(shutil.rmtree, path, True)
+        store = Store(LMDBEngine(path, reactor, map_size=2**24))
+        store.open()
+        w = World(self)
+        app = RootApp(
+            store, GatewayApp(store, Sender(w.engine), w.clock), Metrics()
+        )
+        http = StubTreq(app.resource())
+        ok = yield http.get("http://x/healthz")
+        self.assertEqual(ok.code, 200)
+        yield store.close()
+        bad = yield http.get("http://x/healthz")
+        self.assertEqual(bad.code, 503)
+        body = yield bad.json()
+        self.assertEqual(body["status"], "unavailable")
