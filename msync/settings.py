@@ -27,6 +27,10 @@ class Settings:
     ca: str = "certs/ca.pem"
     map_size_mb: int = 65536
     sweep_interval: float = 60.0
+    heartbeat: int = 30
+    """Seconds between device pings; three silent ones close a link."""
+    hello_timeout: float = 20.0
+    """Seconds a new device connection has to finish TLS and say hello."""
     per_address: int = 4096
     """Device connections one address may hold open (carrier NAT puts
     many phones behind one address, so the default is generous)."""
@@ -102,6 +106,10 @@ def resolve(file_values: dict[str, Any], flags: dict[str, Any]) -> Settings:
     settings = replace(Settings(), **checked)
     if settings.map_size_mb < 16:
         raise SettingsError("setting map-size-mb: must be at least 16")
+    if not 1 <= settings.heartbeat <= 3600:
+        raise SettingsError("setting heartbeat: must be 1 to 3600 seconds")
+    if settings.hello_timeout <= 0:
+        raise SettingsError("setting hello-timeout: must be positive")
     if settings.per_address < 1:
         raise SettingsError("setting per-address: must be at least 1")
     if settings.sweep_interval <= 0:

@@ -27,7 +27,7 @@ from msync.bootstrap import BootstrapService
 from msync.consistency.validator import SessionValidator
 from msync.console.api import ConsoleApi
 from msync.console.pages import ConsolePages
-from msync.delivery.engine import Engine
+from msync.delivery.engine import Engine, Tuning
 from msync.delivery.sender import Sender
 from msync.gateway.app import GatewayApp
 from msync.link.protocol import AddressGate, DeviceFactory
@@ -62,6 +62,18 @@ class Options(usage.Options):
             None,
             None,
             f"Largest store size in MiB [{_DEFAULTS.map_size_mb}]",
+        ],
+        [
+            "heartbeat",
+            None,
+            None,
+            f"Seconds between device pings [{_DEFAULTS.heartbeat}]",
+        ],
+        [
+            "hello-timeout",
+            None,
+            None,
+            f"Seconds a device has to say hello [{_DEFAULTS.hello_timeout}]",
         ],
         [
             "per-address",
@@ -145,6 +157,10 @@ def makeService(options: Options) -> IService:
     engine = Engine(
         store,
         reactor,
+        Tuning(
+            heartbeat=settings.heartbeat,
+            hello_timeout=settings.hello_timeout,
+        ),
         validate=SessionValidator(http, reactor, store),
         observer=metrics,
     )

@@ -62,6 +62,7 @@ class Daemon:
         self.stdout_path = os.path.join(logs, "stdout.txt")
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
+        self._log_from = 0
 
     def command(self) -> list[str]:
         """The command line that starts this daemon."""
@@ -86,6 +87,8 @@ class Daemon:
 
     def start(self, wait_for: tuple[str, ...] = ("HTTP",)) -> Daemon:
         """Start the process and wait until the named listeners are up."""
+        # Read only what this start logs: a restart appends to the file.
+        self._log_from = len(_read(self.log_path).encode("utf-8"))
         log = open(self.stdout_path if self.logfile else self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.command(),
@@ -105,7 +108,11 @@ class Daemon:
             raise AssertionError(
                 f"daemon exited with {self.proc.returncode}:\n{self.log()}"
             )
-        log = self.log()
+        log = (
+            _read(self.log_path)
+            .encode("utf-8")[self._log_from :]
+            .decode("utf-8", "replace")
+        )
         self.ports = {
             m.group(1): int(m.group(2)) for m in _LISTENING.finditer(log)
         }

@@ -73,11 +73,11 @@ class VolatileLogs:
         d.addCallbacks(got, failed)
 
     def _use_spare(self) -> None:
-        # Ids left unused in a block are skipped: ids may be sparse.
+        # Ids left unused in a block are skipped: ids may be sparse.  The
+        # next block is asked for once this one is half used (append).
         if self._spare is not None:
             self._next, self._end = self._spare
             self._spare = None
-            self._refill()
 
     def append(
         self, scope: Scope, body: bytes, meta: bytes, created_ms: int

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,6 +38,9 @@ from msync.wire.messages import (
 
 _log = Logger()
 
+#: Seconds a closing connection may take to finish its TLS shutdown.
+CLOSE_GRACE = 2.0
+
 
 @implementer(IPushProducer)
 class DeviceProtocol(Protocol):
@@ -49,6 +52,7 @@ class DeviceProtocol(Protocol):
         self._tokens = 2 * frame_rate
         self._refilled = engine.clock.seconds()
         self.on_lost: Callable[[], object] | None = None
+        self._abort: IDelayedCall | None = None
         self._decoder = FrameDecoder(MAX_DEVICE_FRAME)
         self._queue: deque[dict[str, Any]] = deque()
         self._busy = False
@@ -174,9 +178,20 @@ class DeviceProtocol(Protocol):
         self.closed = True
         self._queue.clear()
         self.transport.loseConnection()  # type: ignore[union-attr]
+        # A TLS close waits for the peer's part of the shutdown; a silent
+        # or hostile peer never sends it, so cut the link if it lingers.
+        if self._abort is None:
+            self._abort = self._engine.clock.callLater(CLOSE_GRACE, self._cut)
+
+    def _cut(self) -> None:
+        self._abort = None
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
+        if self._abort is not None:
+            self._abort.cancel()
+            self._abort = None
         if self.on_lost is not None:
             self.on_lost()
             self.on_lost = None
