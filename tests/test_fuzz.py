@@ -254,3 +254,90 @@ class GatewayFuzzTests(SynchronousTestCase):
                 + junk
             )
             self.check(out)
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False),
+        st.text(max_size=30),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+config_fields = st.sampled_from(
+    [
+        "biz_type",
+        "target",
+        "range",
+        "description",
+        "multi_device",
+        "persistent",
+        "resend_mode",
+        "threshold",
+        "consistency",
+        "link_token",
+        "payload",
+        "payload_base64",
+        "third_msg_id",
+        "instances",
+        "instance_id",
+        "signature_check",
+        "user",
+        "password",
+        "time_zone",
+        "validation_url",
+        "app_key",
+        "start_date",
+        "expire_date",
+        "global",
+    ]
+)
+routes = st.sampled_from(
+    [
+        ("POST", "/instances"),
+        ("PATCH", f"/instances/{INSTANCE}"),
+        ("POST", "/keys"),
+        ("POST", f"/instances/{INSTANCE}/configs"),
+        ("PATCH", f"/instances/{INSTANCE}/configs/A"),
+        ("POST", f"/instances/{INSTANCE}/send"),
+        ("PATCH", "/settings"),
+        ("POST", "/admins"),
+        ("POST", "/login"),
+        ("GET", f"/instances/{INSTANCE}/users/alice"),
+        ("GET", f"/instances/{INSTANCE}/devices/%2F..%2F"),
+        ("POST", f"/instances/{INSTANCE}/configs/A/offline"),
+    ]
+)
+
+
+class AdminApiFuzzTests(SynchronousTestCase):
+    """Random JSON to the admin API, logged in."""
+
+    @FUZZ
+    @given(
+        routes,
+        st.one_of(
+            st.dictionaries(config_fields, json_values, max_size=8),
+            json_values,
+        ),
+    )
+    def test_random_bodies(self, route: tuple[str, str], body: object) -> None:
+        """Whatever JSON a logged-in operator sends, the API answers with
+        a status and a JSON error or result, never a failure of its own."""
+        from tests.test_console_api import Console
+
+        console = Console(self)
+        console.world.config("A", Target.DEVICE)
+        self.assertEqual(console.login().status, 200)
+        method, path = route
+        reply = console.request(method, path, body)
+        self.assertLess(reply.status, 500, reply.body)
+        self.assertTrue(
+            reply.body is None or isinstance(reply.body, (dict, list))
+        )
