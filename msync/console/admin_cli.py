@@ -39,6 +39,7 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 
+from msync.cli_support import run_with_agent, why
 from msync.console.admin_client import AdminClient, Refused, UnexpectedAnswer
 from msync.console.admin_commands import Usage, add_arguments
 
@@ -121,7 +122,7 @@ async def admin(
         err.write(f"{_PROG}: {e}\n")
         return 2
     except _UNREACHABLE as e:
-        err.write(f"{_PROG}: cannot reach {args.url}: {_why(e)}\n")
+        err.write(f"{_PROG}: cannot reach {args.url}: {why(e)}\n")
         return 2
     except Refused as e:
         err.write(f"{_PROG}: refused: {e}\n")
@@ -141,26 +142,6 @@ async def admin(
     return 0 if outcome.ok else 1
 
 
-def _why(error: Exception) -> str:
-    # The web client wraps the transport's reasons in lists of failures.
-    reasons = getattr(error, "reasons", None)
-    if reasons:
-        return "; ".join(str(r.value) for r in reasons)
-    if isinstance(error, TimeoutError | CancelledError):
-        return "no answer in time"
-    return str(error) or type(error).__name__
-
-
 def run(args: argparse.Namespace) -> int:
     """Run C{msync admin} with the parsed C{args}; exits the process."""
-    # The command line is where the global reactor gets chosen.
-    from twisted.internet.task import react
-    from twisted.web.client import Agent
-
-    async def main(reactor: Any) -> None:
-        status = await admin(args, Agent(reactor), reactor)
-        if status:
-            raise SystemExit(status)
-
-    react(main)
-    return 0
+    return run_with_agent(lambda reactor, agent: admin(args, agent, reactor))

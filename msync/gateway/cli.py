@@ -26,6 +26,7 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 
+from msync.cli_support import run_with_agent, why
 from msync.gateway import signing
 from msync.gateway.app import GLOBAL_METHOD, METHOD
 from msync.gateway.client import (
@@ -184,7 +185,7 @@ async def push(
     try:
         result = await client.call(method, business)
     except _UNREACHABLE as e:
-        err.write(f"{_PROG}: cannot reach {args.endpoint}: {_why(e)}\n")
+        err.write(f"{_PROG}: cannot reach {args.endpoint}: {why(e)}\n")
         return 2
     except UnexpectedAnswer as e:
         err.write(f"{_PROG}: {e}\n")
@@ -194,25 +195,6 @@ async def push(
     return 0 if result.result_code == "OK" and result.success else 1
 
 
-def _why(error: Exception) -> str:
-    # The web client wraps the transport's reasons in lists of failures.
-    reasons = getattr(error, "reasons", None)
-    if reasons:
-        return "; ".join(str(r.value) for r in reasons)
-    if isinstance(error, TimeoutError | CancelledError):
-        return "no answer in time"
-    return str(error) or type(error).__name__
-
-
 def run(args: argparse.Namespace) -> int:
     """Run C{msync push} with the parsed C{args}; exits the process."""
-    # The command line is where the global reactor gets chosen.
-    from twisted.internet.task import react
-    from twisted.web.client import Agent
-
-    async def main(reactor: Any) -> None:
-        status = await push(reactor, args, Agent(reactor))
-        if status:
-            raise SystemExit(status)
-
-    react(main)
+    return run_with_agent(lambda reactor, agent: push(reactor, args, agent))
