@@ -140,7 +140,12 @@ class Root(Resource):
 
 def site(root: IResource) -> Site:
     """A plain C{Site}: no tracebacks in error pages, bounded bodies."""
-    s = Site(root, requestFactory=BoundedRequest)
+    # twisted.web would parse every form body into request.args through
+    # the email package; nothing here reads args (the gateway decodes its
+    # bodies itself, strictly), so that work is switched off.
+    s = Site(
+        root, requestFactory=BoundedRequest, parsePOSTFormSubmission=False
+    )
     s.displayTracebacks = False
     return s
 

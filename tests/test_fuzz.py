@@ -86,7 +86,10 @@ frames = st.one_of(
     st.binary(max_size=64).map(lambda b: len(b).to_bytes(4, "big") + b),
     st.dictionaries(
         st.sampled_from(["t", "v", "points", "n", "user"]),
-        st.one_of(st.integers(), st.text(max_size=5), st.none()),
+        # msgpack holds integers from -2**63 to 2**64 - 1.
+        st.one_of(
+            st.integers(-(2**63), 2**64 - 1), st.text(max_size=5), st.none()
+        ),
         max_size=4,
     ).map(encode),
 )

@@ -76,6 +76,14 @@ def read_body(request: IRequest, limit: int) -> bytes:
 
 
 def _decode_component(raw: bytes, where: str) -> str:
+    if b"%" not in raw and b"+" not in raw:
+        # Nothing to unescape: the common case, kept cheap.
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise GatewayError(
+                INVALID_PARAMETER, f"the {where} is not UTF-8"
+            ) from e
     if _BAD_ESCAPE.search(raw):
         raise GatewayError(
             INVALID_PARAMETER, f"bad percent-encoding in the {where}"

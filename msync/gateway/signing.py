@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -65,12 +66,18 @@ class UnreadableAnswer(ValueError):
     """A gateway answer is not C{{"response":R,"sign":"S"}} JSON."""
 
 
+_ALL_SAFE = re.compile(r"[A-Za-z0-9._~-]*")
+
+
 def percent_encode(text: str) -> str:
     """
     Percent-encode the UTF-8 bytes of C{text} as RFC 3986 does: the
     unreserved characters stay, every other byte becomes C{%XX} in
     upper-case hex (so a space is C{%20}, never C{+}).
     """
+    # Most names and values need no escaping: check that in C first.
+    if _ALL_SAFE.fullmatch(text):
+        return text
     return "".join([_ENCODED[b] for b in text.encode("utf-8")])
 
 
