@@ -118,6 +118,9 @@ class Engine:
         self._ticker = LoopingCall(self.tick)
         self._ticker.clock = clock
         self._unsubscribe: Callable[[], None] | None = None
+        self._shared_reads: (
+            dict[tuple[bytes, int, int], list[StoredOp]] | None
+        ) = None
         from msync.delivery.single import UserLogs
 
         self._users = UserLogs(self)
@@ -558,11 +561,21 @@ class Engine:
 
     def read(self, stream: Readable, after: int, limit: int) -> list[StoredOp]:
         """Read a scope's ops above C{after}, from the store or memory."""
+        shared = self._shared_reads
+        key = (stream.scope.key, after, limit)
+        if shared is not None:
+            found = shared.get(key)
+            if found is not None:
+                return found
         if stream.config.persistent:
-            return self.store.read_after(
+            ops = self.store.read_after(
                 stream.scope, after, limit, self.now_ms()
             )
-        return self._volatile.read_after(stream.scope, after, limit)
+        else:
+            ops = self._volatile.read_after(stream.scope, after, limit)
+        if shared is not None:
+            shared[key] = ops
+        return ops
 
     def epoch(self) -> int:
         return self.store.epoch
@@ -577,8 +590,14 @@ class Engine:
         """New ops may be in C{scope}: pump every device reading it."""
         streams = self._by_scope.get(scope.key)
         if streams:
-            for session in {s.session for s in streams}:
-                self.pump(session)
+            # Devices caught up in one scope read the same page: read it
+            # once for all of them (a global op reaches thousands).
+            self._shared_reads = {}
+            try:
+                for session in {s.session for s in streams}:
+                    self.pump(session)
+            finally:
+                self._shared_reads = None
         self._users.changed(scope)
 
     def push_volatile(
@@ -683,7 +702,8 @@ class Engine:
             self.observer.pushed(len(batch), again)
             stream.last_push = now
         self._resolve(stream)
-        return moved
+        # A short page means the scope has nothing more for now.
+        return moved and len(ops) == room
 
     def _resolve(self, stream: Stream) -> None:
         # Everything below the first unacked op is done (acked or skipped).
