@@ -25,10 +25,12 @@ Rules (REQUIREMENTS section 3):
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -49,6 +51,7 @@ from msync.delivery.session import (
     secret_hash,
     wire_scope,
 )
+from msync.delivery.single import UserLogs
 from msync.delivery.volatile import VolatileLogs
 from msync.model import (
     DeliveryEvent,
@@ -121,8 +124,6 @@ class Engine:
         self._shared_reads: (
             dict[tuple[bytes, int, int], list[StoredOp]] | None
         ) = None
-        from msync.delivery.single import UserLogs
-
         self._users = UserLogs(self)
 
     # --- lifecycle -----------------------------------------------------
@@ -361,8 +362,6 @@ class Engine:
         device = self.store.device(session.instance_id, session.device_id)
         if device is None:
             return
-        from dataclasses import replace
-
         d = self.store.save_device(
             replace(
                 device,
@@ -576,9 +575,6 @@ class Engine:
         if shared is not None:
             shared[key] = ops
         return ops
-
-    def epoch(self) -> int:
-        return self.store.epoch
 
     # --- pushing -------------------------------------------------------
 
@@ -894,12 +890,8 @@ def _release(result: object, waiter: Deferred[None]) -> object:
 
 
 def _same(a: str, b: str) -> bool:
-    import hmac
-
     return hmac.compare_digest(a.encode(), b.encode())
 
 
 def _fail(e: Exception) -> Deferred[Any]:
-    from twisted.internet.defer import fail
-
     return fail(e)

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from msync.delivery.frames import FrameBuilder
 from msync.delivery.ops import Filters, matches
+from msync.delivery.session import wire_scope
 from msync.model import (
     DeliveryEvent,
     DeliveryState,
@@ -82,8 +83,6 @@ class UserLogs:
         presented: dict[tuple[str, str], Point],
     ) -> None:
         """Make the session a member of exactly the user logs it reads."""
-        from msync.delivery.engine import wire_scope
-
         mine = self._of.setdefault(session, {})
         keep = {(c.biz_type, wire_scope(s)): (c, s) for c, s in wanted}
         for name, log in list(mine.items()):
