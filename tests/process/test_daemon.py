@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from msync.testing import ROOT, TWISTD, Daemon, run
+from msync.testing import TWISTD, Daemon, run
 
 pytestmark = pytest.mark.process
 
@@ -157,4 +157,3 @@ class DaemonTests(SynchronousTestCase):
         result = run([MSYNC, "version"])
         self.assertEqual(result.returncode, 0)
         self.assertTrue(result.stdout.startswith("msync "))
-        self.assertTrue(os.path.isdir(ROOT))
