@@ -190,7 +190,6 @@ ERROR_CODES = frozenset(
         "REPLACED",
         "IDLE",
         "RATE",
-        "OVERLOADED",
         "SHUTDOWN",
         "INTERNAL",
     }
