@@ -180,7 +180,8 @@ class DeviceClient:
         self._closed = False
 
         # ClientService counts failures since the last TCP connection, but
-        # a server that accepts and then refuses (OVERLOADED, SHUTDOWN)
+        # a server that accepts and then refuses (RATE, SHUTDOWN, a full
+        # per-address cap)
         # must see the device back off too: count since the last welcome.
         self._backoff = backoffPolicy(
             initialDelay=INITIAL_DELAY,
