@@ -181,8 +181,8 @@ class DeviceClient:
 
         # ClientService counts failures since the last TCP connection, but
         # a server that accepts and then refuses (RATE, SHUTDOWN, a full
-        # per-address cap)
-        # must see the device back off too: count since the last welcome.
+        # per-address cap) must see the device back off too: count since
+        # the last welcome.
         self._backoff = backoffPolicy(
             initialDelay=INITIAL_DELAY,
             factor=BACKOFF_FACTOR,
