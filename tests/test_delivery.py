@@ -46,7 +46,8 @@ class DeviceTargetTests(SynchronousTestCase):
         d = self.w.device("d1").connect()
         d.ack(Point("LOCK", "d:d1", self.w.store.epoch, ids[-1]))
         self.assertEqual(d.session.inflight_ops, 0)  # type: ignore[union-attr]
-        scope = d.session.streams[("LOCK", "d:d1")].scope  # type: ignore[union-attr]
+        assert d.session is not None
+        scope = d.session.streams[("LOCK", "d:d1")].scope
         self.assertEqual(
             self.w.store.sync_point(scope, "d1"),
             SyncPoint(self.w.store.epoch, ids[-1]),
@@ -505,7 +506,8 @@ class FilterTests(SynchronousTestCase):
         self.assertEqual(ios.link.payloads(), [b"ios", b"new", b"all"])
         self.assertEqual(old.link.payloads(), [b"old", b"to o", b"all"])
         ios.ack_all()
-        stream = ios.session.streams[("CHAT", "u:u")]  # type: ignore[union-attr]
+        assert ios.session is not None
+        stream = ios.session.streams[("CHAT", "u:u")]
         self.assertEqual(stream.point, stream.sent)
 
     def test_bad_filters_refused(self) -> None:

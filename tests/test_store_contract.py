@@ -639,3 +639,26 @@ class OfflineTests(TestCase):
         self.assertEqual(
             [o.op_id for o in store.read_after(ALICE, 0, 9, NOW)], [op_id]
         )
+
+
+class SweepLoopTests(TestCase):
+    """The daemon's periodic sweep."""
+
+    def test_sweeps_every_slice(self) -> None:
+        """One sweep run removes everything expired, slice after slice,
+        and reports the sum."""
+        from twisted.internet.task import Clock
+
+        import msync.store.api as api
+        from msync.store import sweep_expired
+
+        self.patch(api, "SWEEP_BUDGET", 4)
+        store = Store(MemoryEngine())
+        store.open()
+        for _ in range(10):
+            store.append(op(expire=NOW + 5))
+        clock = Clock()
+        clock.advance((NOW + 10) / 1000)
+        total = self.successResultOf(sweep_expired(store, clock))
+        self.assertEqual((total.ops, total.more), (10, False))
+        self.assertEqual(store.total_ops(), 0)

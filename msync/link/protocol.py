@@ -171,7 +171,8 @@ class DeviceProtocol(Protocol):
         if self.closed:
             return
         # Error texts may quote what the device sent: keep them short.
-        self.transport.write(to_frame(Error(code, text[:200])))  # type: ignore[union-attr]
+        frame = to_frame(Error(code, text[:200]))
+        self.transport.write(frame)  # type: ignore[union-attr]
         self._lose()
 
     def _lose(self) -> None:

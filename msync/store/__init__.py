@@ -9,6 +9,8 @@ L{msync.store.memory.MemoryEngine} for tests) decide where they run.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
@@ -81,7 +83,9 @@ class StoreService(Service):
 
 
 @inlineCallbacks
-def sweep_expired(store: Store, clock: IReactorTime):  # type: ignore[no-untyped-def]
+def sweep_expired(
+    store: Store, clock: IReactorTime
+) -> Generator[Deferred[SweepResult], SweepResult, SweepResult]:
     """
     Sweep the store slice by slice until nothing expired is left, and log
     what went.

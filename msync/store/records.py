@@ -33,7 +33,8 @@ def u64(n: int) -> bytes:
 
 
 def pack(record: dict[str, Any]) -> bytes:
-    return msgpack.packb(record, use_bin_type=True)  # type: ignore[no-any-return]
+    packed: bytes = msgpack.packb(record, use_bin_type=True)
+    return packed
 
 
 def unpack(table: Table, key: bytes, raw: bytes) -> dict[str, Any]:

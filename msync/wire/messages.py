@@ -481,7 +481,8 @@ def op_body(payload: bytes, third_msg_id: str, created_ms: int) -> bytes:
     Return an op's body as the msgpack the sync frame carries, so that
     the server can store it once and splice it into frames as it is.
     """
-    return _packer.pack([payload, third_msg_id, created_ms])  # type: ignore[no-any-return]
+    body: bytes = _packer.pack([payload, third_msg_id, created_ms])
+    return body
 
 
 #: The bytes a sync frame starts with: a two-key map, "t": "sync", "groups".
