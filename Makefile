@@ -58,8 +58,27 @@ check: $(STAMP)
 	$(BIN)/ruff format --check msync tests twisted bench certs
 	$(BIN)/mypy
 
-bench: $(STAMP) $(CERTS)
-	$(BIN)/python bench/store_bench.py
+# The side-by-side benchmarks start their own Mosquitto (Debian's
+# package); installing it needs root, as anyone else this says what to
+# run.  BENCH_ARGS passes options through, e.g. BENCH_ARGS=--quick.
+MOSQUITTO := /usr/sbin/mosquitto
+
+.PHONY: bench-deps
+bench-deps:
+	@if [ ! -x $(MOSQUITTO) ]; then \
+	    if [ "$$(id -u)" != 0 ]; then \
+	        echo "make: $(MOSQUITTO) is missing; as root run:" \
+	            "apt-get update && apt-get install -y mosquitto" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "installing Debian's mosquitto for the benchmarks"; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq mosquitto >/dev/null; \
+	fi
+
+bench: $(STAMP) $(CERTS) bench-deps
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -14,35 +14,52 @@ Device-side figures of a real C{twistd msync} on loopback over TLS.
     several clients, to many users; calls per second answered (each
     stored durably before its answer), with or without a connected
     target device.
+  - C{fanout}: N devices online, M ops sent through the gateway with
+    C{syncglobal} to a global config; deliveries per second from the
+    first call to the last op received.
 
-Both report the daemon's and the client's CPU seconds, to show which side
-was the bottleneck.  Run C{python bench/device_bench.py drain|idle}.
+All report the daemon's and the client's CPU seconds, to show which side
+was the bottleneck.  Run C{python bench/device_bench.py
+drain|idle|latency|ingest|fanout}; C{--json} prints one JSON object per
+run, as C{run_all.py} reads them.  C{mqtt_bench.py} runs the same
+scenarios against Mosquitto.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import resource
 import secrets
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lean_device import LeanDevice, tls_context
 from lean_http import GatewayConnection
+from measure import (
+    Tally,
+    cpu_seconds,
+    own_cpu,
+    percentile,
+    raise_fd_limit,
+    rss_bytes,
+)
 
 from msync.delivery.ops import Filters
+from msync.gateway.app import GLOBAL_METHOD
 from msync.model import (
     AccessKey,
     Instance,
     NewOp,
+    Range,
     Scope,
     ScopeKind,
     SyncConfig,
@@ -60,27 +77,8 @@ INSTANCE = "BENCH_app"
 DAY_MS = 86_400_000
 KEY, SECRET = "AKBENCH", "bench-secret-0123456789"
 
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds a process has used."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
-def rss_bytes(pid: int) -> int:
-    """A process's resident memory."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def own_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+#: Device connections opened at once when many are needed.
+CONNECT_BATCH = 200
 
 
 def seed(data_dir: str, ops: int, size: int, device: str) -> None:
@@ -100,6 +98,7 @@ def seed(data_dir: str, ops: int, size: int, device: str) -> None:
             SyncConfig(INSTANCE, "LIVE", Target.DEVICE),
             SyncConfig(INSTANCE, "VOLATILE", Target.DEVICE, persistent=False),
             SyncConfig(INSTANCE, "CHAT", Target.USER),
+            SyncConfig(INSTANCE, "GLOBAL", Target.DEVICE, range=Range.GLOBAL),
         ):
             catalog.add_config(tx, config)
         for i in range(ops):
@@ -127,21 +126,45 @@ def hello(device: str) -> Hello:
     )
 
 
+def _ctx() -> Any:
+    return tls_context(os.path.join(CERTS, "ca.pem"))
+
+
+async def _connect_many(
+    daemon: Daemon, count: int, prefix: str, tally: Tally | None = None
+) -> list[LeanDevice]:
+    ctx = _ctx()
+    devices: list[LeanDevice] = []
+    for start in range(0, count, CONNECT_BATCH):
+        batch = [
+            LeanDevice(hello(f"{prefix}-{i}"), tally=tally)
+            for i in range(start, min(count, start + CONNECT_BATCH))
+        ]
+        await asyncio.gather(
+            *(
+                d.connect("127.0.0.1", daemon.ports["devices"], ctx)
+                for d in batch
+            )
+        )
+        devices += batch
+    return devices
+
+
 async def drain_once(ops: int, size: int) -> dict[str, float]:
+    """Store C{ops} ops for an offline device; time its drain."""
     data_dir = tempfile.mkdtemp(prefix="msync-bench-")
     try:
         seed(data_dir, ops, size, "drainer")
         daemon = Daemon(data_dir).start(wait_for=("devices",))
         try:
-            ctx = tls_context(os.path.join(CERTS, "ca.pem"))
             pid = daemon.proc.pid  # type: ignore[union-attr]
+            tally = Tally(ops)
+            device = LeanDevice(hello("drainer"), tally=tally)
             cpu0, mine0 = cpu_seconds(pid), own_cpu()
-            device = LeanDevice(hello("drainer"))
             start = time.perf_counter()
-            await device.connect("127.0.0.1", daemon.ports["devices"], ctx)
-            while device.received < ops:
-                await asyncio.sleep(0.001)
-            elapsed = time.perf_counter() - start
+            await device.connect("127.0.0.1", daemon.ports["devices"], _ctx())
+            await tally.reached
+            elapsed = tally.reached_at - start
             cpu1, mine1 = cpu_seconds(pid), own_cpu()
             await device.close()
         finally:
@@ -156,30 +179,24 @@ async def drain_once(ops: int, size: int) -> dict[str, float]:
     }
 
 
-async def idle_once(count: int) -> dict[str, float]:
+async def idle_once(count: int, settle: float = 2.0) -> dict[str, float]:
+    """C{count} idle devices; the daemon's memory per connection."""
     data_dir = tempfile.mkdtemp(prefix="msync-bench-")
     try:
         seed(data_dir, 0, 0, "none")
-        daemon = Daemon(data_dir).start(wait_for=("devices",))
-        devices: list[LeanDevice] = []
+        # Every device comes from 127.0.0.1: lift the per-address limit.
+        daemon = Daemon(data_dir, "--per-address", str(count + 100))
+        daemon.start(wait_for=("devices",))
         try:
-            ctx = tls_context(os.path.join(CERTS, "ca.pem"))
             pid = daemon.proc.pid  # type: ignore[union-attr]
             await asyncio.sleep(0.5)
             before = rss_bytes(pid)
-            for start in range(0, count, 200):
-                batch = [
-                    LeanDevice(hello(f"idle-{i}"))
-                    for i in range(start, min(count, start + 200))
-                ]
-                await asyncio.gather(
-                    *(
-                        d.connect("127.0.0.1", daemon.ports["devices"], ctx)
-                        for d in batch
-                    )
-                )
-                devices += batch
-            await asyncio.sleep(2.0)
+            cpu0, mine0 = cpu_seconds(pid), own_cpu()
+            start = time.perf_counter()
+            devices = await _connect_many(daemon, count, "idle")
+            elapsed = time.perf_counter() - start
+            cpu1, mine1 = cpu_seconds(pid), own_cpu()
+            await asyncio.sleep(settle)
             after = rss_bytes(pid)
             for d in devices:
                 await d.close()
@@ -191,12 +208,10 @@ async def idle_once(count: int) -> dict[str, float]:
         "KiB/conn": (after - before) / count / 1024,
         "rss before MiB": before / 2**20,
         "rss after MiB": after / 2**20,
+        "server cpu s": cpu1 - cpu0,
+        "client cpu s": mine1 - mine0,
+        "seconds": elapsed,
     }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def latency_once(count: int, interval: float) -> dict[str, float]:
@@ -207,7 +222,7 @@ async def latency_once(count: int, interval: float) -> dict[str, float]:
         seed(data_dir, 0, 0, "none")
         daemon = Daemon(data_dir).start(wait_for=("devices", "HTTP"))
         try:
-            ctx = tls_context(os.path.join(CERTS, "ca.pem"))
+            pid = daemon.proc.pid  # type: ignore[union-attr]
             arrived: dict[bytes, float] = {}
 
             def on_op(
@@ -216,14 +231,17 @@ async def latency_once(count: int, interval: float) -> dict[str, float]:
                 arrived[payload] = now
 
             device = LeanDevice(hello("lat-1"), on_op=on_op)
-            await device.connect("127.0.0.1", daemon.ports["devices"], ctx)
+            await device.connect("127.0.0.1", daemon.ports["devices"], _ctx())
             conns = [
                 GatewayConnection(daemon.http_url, KEY, SECRET)
                 for _ in range(16)
             ]
             for c in conns:
                 await c.open()
-            for biz in ("LIVE", "VOLATILE"):
+            for biz, name in (
+                ("LIVE", "persistent"),
+                ("VOLATILE", "non-persistent"),
+            ):
                 sent: dict[bytes, float] = {}
                 free: asyncio.Queue[GatewayConnection] = asyncio.Queue()
                 for c in conns:
@@ -244,23 +262,36 @@ async def latency_once(count: int, interval: float) -> dict[str, float]:
                     if answer["bizResult"]["returnCode"] != "OK":
                         raise RuntimeError(f"send failed: {answer}")
 
-                tasks = []
+                tasks: list[asyncio.Task[None]] = []
+                cpu0, mine0 = cpu_seconds(pid), own_cpu()
                 start = time.perf_counter()
-                for i in range(count):
-                    delay = start + i * interval - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    tasks.append(asyncio.create_task(one(i)))
-                await asyncio.gather(*tasks)
+                try:
+                    for i in range(count):
+                        delay = start + i * interval - time.perf_counter()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        tasks.append(asyncio.create_task(one(i)))
+                    await asyncio.gather(*tasks)
+                finally:
+                    # A run cut short by its bound leaves calls in flight:
+                    # end them here, not as noise after the real error.
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
                 deadline = time.monotonic() + 60
                 while len(set(sent) & set(arrived)) < count:
                     if time.monotonic() > deadline:
                         raise RuntimeError("ops did not all arrive")
                     await asyncio.sleep(0.01)
+                elapsed = time.perf_counter() - start
+                cpu1, mine1 = cpu_seconds(pid), own_cpu()
                 ms = [(arrived[p] - sent[p]) * 1000 for p in sent]
-                out[f"{biz} p50 ms"] = percentile(ms, 0.50)
-                out[f"{biz} p99 ms"] = percentile(ms, 0.99)
-                out[f"{biz} p99.9 ms"] = percentile(ms, 0.999)
+                out[f"{name} p50 ms"] = percentile(ms, 0.50)
+                out[f"{name} p99 ms"] = percentile(ms, 0.99)
+                out[f"{name} p99.9 ms"] = percentile(ms, 0.999)
+                out[f"{name} server cpu s"] = cpu1 - cpu0
+                out[f"{name} client cpu s"] = mine1 - mine0
+                out[f"{name} seconds"] = elapsed
             for c in conns:
                 await c.close()
             await device.close()
@@ -283,9 +314,10 @@ async def ingest_once(
             pid = daemon.proc.pid  # type: ignore[union-attr]
             device = None
             if with_device:
-                ctx = tls_context(os.path.join(CERTS, "ca.pem"))
                 device = LeanDevice(hello("target"))
-                await device.connect("127.0.0.1", daemon.ports["devices"], ctx)
+                await device.connect(
+                    "127.0.0.1", daemon.ports["devices"], _ctx()
+                )
             conns = [
                 GatewayConnection(daemon.http_url, KEY, SECRET)
                 for _ in range(clients)
@@ -327,6 +359,69 @@ async def ingest_once(
         "calls per server cpu s": done / max(cpu1 - cpu0, 1e-9),
         "server cpu s": cpu1 - cpu0,
         "client cpu s": mine1 - mine0,
+        "seconds": elapsed,
+    }
+
+
+async def fanout_once(
+    devices: int, ops: int, size: int, clients: int
+) -> dict[str, float]:
+    """C{devices} online devices each receive C{ops} global ops."""
+    data_dir = tempfile.mkdtemp(prefix="msync-bench-")
+    total = devices * ops
+    try:
+        seed(data_dir, 0, 0, "none")
+        daemon = Daemon(data_dir, "--per-address", str(devices + 100))
+        daemon.start(wait_for=("devices", "HTTP"))
+        try:
+            pid = daemon.proc.pid  # type: ignore[union-attr]
+            tally = Tally(total)
+            connect_start = time.perf_counter()
+            online = await _connect_many(daemon, devices, "fan", tally)
+            connect_seconds = time.perf_counter() - connect_start
+            conns = [
+                GatewayConnection(daemon.http_url, KEY, SECRET)
+                for _ in range(clients)
+            ]
+            for c in conns:
+                await c.open()
+            payload = b"g" * size
+
+            async def run(c: GatewayConnection, calls: int) -> None:
+                for _ in range(calls):
+                    raw = c.request_bytes(
+                        INSTANCE, "GLOBAL", "", payload, method=GLOBAL_METHOD
+                    )
+                    answer = await c.call(raw)
+                    if answer["bizResult"]["returnCode"] != "OK":
+                        raise RuntimeError(f"global send failed: {answer}")
+
+            # The ops are shared out so that every one is sent.
+            shares = [
+                ops // clients + (k < ops % clients) for k in range(clients)
+            ]
+            cpu0, mine0 = cpu_seconds(pid), own_cpu()
+            start = time.perf_counter()
+            await asyncio.gather(
+                *(run(c, n) for c, n in zip(conns, shares, strict=True))
+            )
+            await tally.reached
+            elapsed = tally.reached_at - start
+            cpu1, mine1 = cpu_seconds(pid), own_cpu()
+            for c in conns:
+                await c.close()
+            for d in online:
+                await d.close()
+        finally:
+            daemon.terminate()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return {
+        "deliveries/s": total / elapsed,
+        "server cpu s": cpu1 - cpu0,
+        "client cpu s": mine1 - mine0,
+        "seconds": elapsed,
+        "connect seconds": connect_seconds,
     }
 
 
@@ -340,9 +435,36 @@ def report(name: str, runs: list[dict[str, float]]) -> None:
         )
 
 
+def scenario(
+    args: argparse.Namespace,
+) -> Coroutine[Any, Any, dict[str, float]]:
+    """The coroutine of one run of the chosen scenario."""
+    if args.scenario == "drain":
+        return drain_once(args.ops, args.size)
+    if args.scenario == "idle":
+        return idle_once(args.devices, args.settle)
+    if args.scenario == "latency":
+        return latency_once(args.count, args.interval_ms / 1000)
+    if args.scenario == "fanout":
+        return fanout_once(args.devices, args.ops, args.size, args.clients)
+    return ingest_once(args.calls, args.clients, args.with_device)
+
+
+async def bounded(args: argparse.Namespace) -> dict[str, float]:
+    """One run, failing loudly when it takes longer than C{--timeout}."""
+    try:
+        return await asyncio.wait_for(scenario(args), args.timeout)
+    except TimeoutError:
+        raise SystemExit(
+            f"{args.scenario}: no result within {args.timeout:g} s"
+        ) from None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("scenario", choices=["drain", "idle", "latency", "ingest"])
+    p.add_argument(
+        "scenario", choices=["drain", "idle", "latency", "ingest", "fanout"]
+    )
     p.add_argument("--count", type=int, default=3000)
     p.add_argument("--interval-ms", type=float, default=1.0)
     p.add_argument("--calls", type=int, default=20_000)
@@ -351,27 +473,23 @@ def main() -> None:
     p.add_argument("--ops", type=int, default=100_000)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--devices", type=int, default=2000)
+    p.add_argument("--settle", type=float, default=2.0)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--json", action="store_true")
     args = p.parse_args()
+
+    raise_fd_limit()
     runs = []
     for _ in range(args.runs):
-        if args.scenario == "drain":
-            runs.append(asyncio.run(drain_once(args.ops, args.size)))
-        elif args.scenario == "idle":
-            runs.append(asyncio.run(idle_once(args.devices)))
-        elif args.scenario == "latency":
-            runs.append(
-                asyncio.run(latency_once(args.count, args.interval_ms / 1000))
-            )
+        runs.append(asyncio.run(bounded(args)))
+        if args.json:
+            sys.stdout.write(json.dumps(runs[-1]) + "\n")
         else:
-            runs.append(
-                asyncio.run(
-                    ingest_once(args.calls, args.clients, args.with_device)
-                )
-            )
-        sys.stdout.write(f"  run: {runs[-1]}\n")
+            sys.stdout.write(f"  run: {runs[-1]}\n")
         sys.stdout.flush()
-    report(args.scenario, runs)
+    if not args.json:
+        report(args.scenario, runs)
 
 
 if __name__ == "__main__":

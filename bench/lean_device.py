@@ -1,6 +1,11 @@
 """
-A lean asyncio device for benchmarks: TLS, the msync frame codec, acks
-per frame, and nothing else, so that the client is never the bottleneck.
+A lean asyncio device for benchmarks: TLS, the msync frame codec, acks,
+and nothing else, so that the client is never the bottleneck.
+
+Acks are coalesced: at most one ack frame every L{ACK_INTERVAL} seconds,
+carrying the newest point of every stream.  A device that acked each
+sync frame at once would, at one op a millisecond, send 1,000 frames a
+second and be cut off by the daemon's limit of 200 frames a second.
 """
 
 from __future__ import annotations
@@ -12,11 +17,16 @@ import time
 from collections.abc import Callable
 
 import msgpack
+from measure import Tally
 
 from msync.wire.frames import encode
 from msync.wire.messages import Hello, to_map
 
 _LEN = struct.Struct(">I")
+
+#: The least time between two ack frames: 166 a second at most, under
+#: the 200 frames a second the daemon allows one device.
+ACK_INTERVAL = 0.006
 
 
 def tls_context(ca_path: str) -> ssl.SSLContext:
@@ -31,7 +41,8 @@ class LeanDevice:
     One connection that says hello, acks every sync frame, and counts.
 
     C{on_op(biz, scope, op_id, payload, now)} is called for each op when
-    given; C{received} counts ops, C{last} holds the highest id per scope.
+    given; C{received} counts ops, C{last} holds the highest id per scope,
+    and C{tally}, when given, is a count shared with other devices.
     """
 
     def __init__(
@@ -39,13 +50,20 @@ class LeanDevice:
         hello: Hello,
         on_op: Callable[[str, str, int, bytes, float], None] | None = None,
         ack: bool = True,
+        tally: Tally | None = None,
     ) -> None:
         self.hello = hello
         self.on_op = on_op
         self.ack = ack
+        self.tally = tally
         self.received = 0
         self.last: dict[tuple[str, str, int], int] = {}
-        self.welcomed = asyncio.Event()
+        self._unacked: dict[tuple[str, str, int], int] = {}
+        self._last_ack = 0.0
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self.welcomed: asyncio.Future[None] = (
+            asyncio.get_running_loop().create_future()
+        )
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[None] | None = None
@@ -57,9 +75,25 @@ class LeanDevice:
         )
         self.writer.write(encode(to_map(self.hello)))
         self.task = asyncio.create_task(self._read())
-        await self.welcomed.wait()
+        await self.welcomed
 
     async def _read(self) -> None:
+        try:
+            await self._read_frames()
+        except Exception as e:
+            self._fail(e)
+        else:
+            self._fail(ConnectionError("the daemon closed the connection"))
+
+    def _fail(self, exc: Exception) -> None:
+        # Whoever waits on this device learns why it stopped, at once,
+        # instead of at the end of the run's time bound.
+        if not self.welcomed.done():
+            self.welcomed.set_exception(exc)
+        if self.tally is not None and not self.tally.reached.done():
+            self.tally.reached.set_exception(exc)
+
+    async def _read_frames(self) -> None:
         assert self.reader is not None and self.writer is not None
         reader, writer = self.reader, self.writer
         unpack = msgpack.unpackb
@@ -73,26 +107,52 @@ class LeanDevice:
             t = m["t"]
             if t == "sync":
                 now = time.perf_counter()
-                acks = []
+                count = 0
                 for biz, scope, epoch, ops in m["groups"]:
-                    for op_id, op_body in ops:
-                        self.received += 1
-                        if self.on_op is not None:
+                    count += len(ops)
+                    if self.on_op is not None:
+                        for op_id, op_body in ops:
                             self.on_op(biz, scope, op_id, op_body[0], now)
                     key = (biz, scope, epoch)
-                    self.last[key] = ops[-1][0]
-                    acks.append([biz, scope, epoch, ops[-1][0]])
+                    self.last[key] = self._unacked[key] = ops[-1][0]
+                self.received += count
+                if self.tally is not None:
+                    self.tally.add(count)
                 if self.ack:
-                    writer.write(encode({"t": "ack", "points": acks}))
+                    self._ack_soon()
             elif t == "welcome":
-                self.welcomed.set()
+                self.welcomed.set_result(None)
             elif t == "ping":
                 writer.write(encode({"t": "pong", "n": m["n"]}))
             elif t == "error":
                 raise RuntimeError(f"server error {m['code']}: {m['text']}")
 
+    def _ack_soon(self) -> None:
+        # Ack at once if the last ack is old enough, else once it is; what
+        # arrives meanwhile rides along in the same frame.
+        if self._ack_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_ack + ACK_INTERVAL - loop.time()
+        if wait <= 0:
+            self._send_acks()
+        else:
+            self._ack_timer = loop.call_later(wait, self._send_acks)
+
+    def _send_acks(self) -> None:
+        self._ack_timer = None
+        if not self._unacked or self.writer is None:
+            return
+        points = [[*key, op_id] for key, op_id in self._unacked.items()]
+        self._unacked.clear()
+        self._last_ack = asyncio.get_running_loop().time()
+        if not self.writer.is_closing():
+            self.writer.write(encode({"t": "ack", "points": points}))
+
     async def close(self) -> None:
         """Close the connection and stop reading."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
         if self.writer is not None:
             self.writer.close()
             try:

@@ -12,7 +12,8 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-from msync.gateway.client import METHOD, build_request, business_params
+from msync.gateway.app import METHOD
+from msync.gateway.client import build_request, business_params
 
 
 class GatewayConnection:
@@ -34,9 +35,21 @@ class GatewayConnection:
         )
 
     def request_bytes(
-        self, instance: str, biz: str, link: str, payload: bytes, **kw: Any
+        self,
+        instance: str,
+        biz: str,
+        link: str,
+        payload: bytes,
+        method: str = METHOD,
+        **kw: Any,
     ) -> bytes:
-        """One signed request, as the bytes sent on the wire."""
+        """
+        One signed request, as the bytes sent on the wire.
+
+        @param link: The user or device; empty for a C{syncglobal} call,
+            which names nobody.
+        @param method: C{syncdata} (L{METHOD}) or C{syncglobal}.
+        """
         business = business_params(
             instance, biz, payload, uuid.uuid4().hex, link_token=link, **kw
         )
@@ -44,7 +57,7 @@ class GatewayConnection:
             self.base_url + "/gateway.do",
             self.access_key,
             self.secret,
-            METHOD,
+            method,
             business,
             now=time.time(),
             req_msg_id=uuid.uuid4().hex,
