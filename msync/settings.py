@@ -20,7 +20,7 @@ class Settings:
     """Everything C{twistd msync} can be told."""
 
     data_dir: str = "var/msync"
-    device_port: str = "tcp:7443"
+    device_port: str = "tcp:7443:backlog=1024"
     http_port: str = "tcp:8080:interface=127.0.0.1"
     cert: str = "certs/server.pem"
     key: str = "certs/server.key"

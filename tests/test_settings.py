@@ -24,7 +24,7 @@ class SettingsTests(SynchronousTestCase):
         """With nothing given, the embedded defaults apply."""
         s = resolve({}, {})
         self.assertEqual(s, Settings())
-        self.assertEqual(s.device_port, "tcp:7443")
+        self.assertEqual(s.device_port, "tcp:7443:backlog=1024")
         self.assertEqual(s.http_port, "tcp:8080:interface=127.0.0.1")
         self.assertTrue(s.default_certs)
 

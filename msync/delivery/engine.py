@@ -655,7 +655,11 @@ class Engine:
             or not session.has_room
         ):
             return False
-        ops = self.read(stream, stream.sent, room)
+        # Read a whole page, the same for every device at this position
+        # (shared within one announcement), then take what the window
+        # allows.
+        page = self.read(stream, stream.sent, self.tuning.page)
+        ops = page[:room]
         if not ops:
             stream.wants_sync = False
             return False
@@ -699,7 +703,7 @@ class Engine:
             stream.last_push = now
         self._resolve(stream)
         # A short page means the scope has nothing more for now.
-        return moved and len(ops) == room
+        return moved and len(page) == self.tuning.page
 
     def _resolve(self, stream: Stream) -> None:
         # Everything below the first unacked op is done (acked or skipped).

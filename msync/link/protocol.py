@@ -41,12 +41,17 @@ _log = Logger()
 #: Seconds a closing connection may take to finish its TLS shutdown.
 CLOSE_GRACE = 2.0
 
+#: Frames a second a device may send (bursts of twice that).  A device
+#: acks every sync frame, and at one op a millisecond that is a thousand
+#: acks a second: the limit stops floods, not busy devices.
+FRAME_RATE = 2000.0
+
 
 @implementer(IPushProducer)
 class DeviceProtocol(Protocol):
     """One device connection."""
 
-    def __init__(self, engine: Engine, frame_rate: float = 200.0) -> None:
+    def __init__(self, engine: Engine, frame_rate: float = FRAME_RATE) -> None:
         self._engine = engine
         self._rate = frame_rate
         self._tokens = 2 * frame_rate
@@ -61,6 +66,11 @@ class DeviceProtocol(Protocol):
         self.closed = False
 
     def connectionMade(self) -> None:
+        # Pushes are small and latency matters: no Nagle delay.  The TLS
+        # wrapper passes this on to the TCP transport under it.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._engine.waiting(self)
 
@@ -222,7 +232,7 @@ class DeviceFactory(Factory):
     counts open connections per peer address for L{AddressGate}.
     """
 
-    def __init__(self, engine: Engine, frame_rate: float = 200.0) -> None:
+    def __init__(self, engine: Engine, frame_rate: float = FRAME_RATE) -> None:
         self._engine = engine
         self._frame_rate = frame_rate
         self.open: dict[str, int] = {}

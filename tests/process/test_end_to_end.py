@@ -321,6 +321,9 @@ class EndToEndTests(DaemonCase):
             INSTANCE, "LOCK", client.device_id, b"x", "m1"
         )
         self.assertEqual(result.result_code, "INVALID_SIGNATURE")
+        # Query strings carry signatures: none may reach the log.
+        self.assertNotIn("sign=", self.daemon.log())
+        self.assertNotIn(SECRET, self.daemon.log())
         yield self.send("LOCK", client.device_id, b"real")
         yield inbox.count(1)
         self.assertEqual(inbox.payloads(), [b"real"])

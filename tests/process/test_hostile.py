@@ -135,7 +135,7 @@ class HostileTests(SynchronousTestCase):
         d = self.daemon()
         sock = self.tls(d)
         hello = Hello(INSTANCE, "flood", "s" * 20, "IOS", "1.0")
-        sock.sendall(to_frame(hello) + to_frame(Ping(1)) * 2000)
+        sock.sendall(to_frame(hello) + to_frame(Ping(1)) * 6000)
         sock.settimeout(BOUND)
         data = b""
         while True:
