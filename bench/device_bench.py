@@ -46,6 +46,7 @@ from lean_device import LeanDevice, tls_context
 from lean_http import GatewayConnection
 from measure import (
     Tally,
+    bounded,
     cpu_seconds,
     own_cpu,
     percentile,
@@ -450,16 +451,6 @@ def scenario(
     return ingest_once(args.calls, args.clients, args.with_device)
 
 
-async def bounded(args: argparse.Namespace) -> dict[str, float]:
-    """One run, failing loudly when it takes longer than C{--timeout}."""
-    try:
-        return await asyncio.wait_for(scenario(args), args.timeout)
-    except TimeoutError:
-        raise SystemExit(
-            f"{args.scenario}: no result within {args.timeout:g} s"
-        ) from None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -482,7 +473,9 @@ def main() -> None:
     raise_fd_limit()
     runs = []
     for _ in range(args.runs):
-        runs.append(asyncio.run(bounded(args)))
+        runs.append(
+            asyncio.run(bounded(args.scenario, scenario(args), args.timeout))
+        )
         if args.json:
             sys.stdout.write(json.dumps(runs[-1]) + "\n")
         else:

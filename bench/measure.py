@@ -12,7 +12,7 @@ import asyncio
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 def cpu_seconds(pid: int) -> float:
@@ -96,3 +96,13 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {bound}s waiting for {what}")
         await asyncio.sleep(0.001)
+
+
+async def bounded(
+    name: str, run: Awaitable[dict[str, float]], timeout: float
+) -> dict[str, float]:
+    """One run, failing loudly when it takes longer than C{timeout}."""
+    try:
+        return await asyncio.wait_for(run, timeout)
+    except TimeoutError:
+        raise SystemExit(f"{name}: no result within {timeout:g} s") from None

@@ -41,6 +41,7 @@ from lean_device import tls_context
 from lean_mqtt import MqttClient, connect
 from measure import (
     Tally,
+    bounded,
     cpu_seconds,
     own_cpu,
     percentile,
@@ -274,16 +275,6 @@ def scenario(
     return ingest_once(args.ops, args.clients, args.size, args.window)
 
 
-async def bounded(args: argparse.Namespace) -> dict[str, float]:
-    """One run, failing loudly when it takes longer than C{--timeout}."""
-    try:
-        return await asyncio.wait_for(scenario(args), args.timeout)
-    except TimeoutError:
-        raise SystemExit(
-            f"{args.scenario}: no result within {args.timeout:g} s"
-        ) from None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -306,7 +297,9 @@ def main() -> None:
     ensure_dev_certs(CERTS)
     raise_fd_limit()
     for _ in range(args.runs):
-        result = asyncio.run(bounded(args))
+        result = asyncio.run(
+            bounded(args.scenario, scenario(args), args.timeout)
+        )
         if args.json:
             sys.stdout.write(json.dumps(result) + "\n")
         else:

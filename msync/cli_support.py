@@ -10,6 +10,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.web._newclient import (
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+
+#: What an HTTP call fails with when the server is not there to answer.
+UNREACHABLE = (
+    ConnectError,
+    DNSLookupError,
+    ResponseFailed,
+    ResponseNeverReceived,
+    RequestTransmissionFailed,
+    TimeoutError,
+    CancelledError,
+)
 
 
 def why(error: Exception) -> str:

@@ -30,16 +30,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from twisted.internet.defer import CancelledError, TimeoutError
-from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.client import (
-    RequestTransmissionFailed,
-    ResponseFailed,
-    ResponseNeverReceived,
-)
 
-from msync.cli_support import run_with_agent, why
+from msync.cli_support import UNREACHABLE, run_with_agent, why
 from msync.console.admin_client import AdminClient, Refused, UnexpectedAnswer
 from msync.console.admin_commands import Usage, add_arguments
 
@@ -53,17 +46,6 @@ __all__ = [
 ]
 
 _PROG = "msync admin"
-
-# What a call fails with when the daemon is not there to answer.
-_UNREACHABLE = (
-    ConnectError,
-    DNSLookupError,
-    ResponseFailed,
-    ResponseNeverReceived,
-    RequestTransmissionFailed,
-    TimeoutError,
-    CancelledError,
-)
 
 
 async def _connect(
@@ -115,13 +97,10 @@ async def admin(
     try:
         client = await _connect(args, http, clock, environ)
         outcome = await args.command(client, args)
-    except Usage as e:
+    except (Usage, OSError) as e:
         err.write(f"{_PROG}: {e}\n")
         return 2
-    except OSError as e:
-        err.write(f"{_PROG}: {e}\n")
-        return 2
-    except _UNREACHABLE as e:
+    except UNREACHABLE as e:
         err.write(f"{_PROG}: cannot reach {args.url}: {why(e)}\n")
         return 2
     except Refused as e:

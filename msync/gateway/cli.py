@@ -17,16 +17,9 @@ import sys
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from twisted.internet.defer import CancelledError, TimeoutError
-from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.client import (
-    RequestTransmissionFailed,
-    ResponseFailed,
-    ResponseNeverReceived,
-)
 
-from msync.cli_support import run_with_agent, why
+from msync.cli_support import UNREACHABLE, run_with_agent, why
 from msync.gateway import signing
 from msync.gateway.app import GLOBAL_METHOD, METHOD
 from msync.gateway.client import (
@@ -38,17 +31,6 @@ from msync.gateway.client import (
 __all__ = ["add_arguments", "push", "request_from_args", "run"]
 
 _PROG = "msync push"
-
-# What a call fails with when the gateway is not there to answer.
-_UNREACHABLE = (
-    ConnectError,
-    DNSLookupError,
-    ResponseFailed,
-    ResponseNeverReceived,
-    RequestTransmissionFailed,
-    TimeoutError,
-    CancelledError,
-)
 
 
 def _positive_float(value: str) -> float:
@@ -184,7 +166,7 @@ async def push(
 
     try:
         result = await client.call(method, business)
-    except _UNREACHABLE as e:
+    except UNREACHABLE as e:
         err.write(f"{_PROG}: cannot reach {args.endpoint}: {why(e)}\n")
         return 2
     except UnexpectedAnswer as e:
