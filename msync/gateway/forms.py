@@ -141,7 +141,17 @@ def merge(
 
 
 def check_form_type(request: IRequest) -> None:
-    header = request.getHeader(b"content-type")
+    """Refuse a request whose body is not a UTF-8 form."""
+    check_content_type(request.getHeader(b"content-type"))
+
+
+def check_content_type(header: bytes | None) -> None:
+    """
+    Refuse a C{Content-Type} other than a UTF-8 form (none at all is
+    taken as one).
+
+    @raise GatewayError: C{INVALID_PARAMETER} naming what was sent.
+    """
     if header is None:
         return
     media, *options = header.decode("latin-1").split(";")
