@@ -35,7 +35,7 @@ from msync.metrics import Metrics
 from msync.settings import Settings, SettingsError, load_file, resolve
 from msync.store import StoreService, sweep_expired
 from msync.tls import TLSConfigError, server_options
-from msync.web import Root, RootApp, site
+from msync.web import Root, RootApp, front, site
 
 _log = Logger()
 _DEFAULTS = Settings()
@@ -190,7 +190,7 @@ def makeService(options: Options) -> IService:
     )
     pages = Root(web.resource(), console.resource(), ConsolePages().resource())
     _listener(
-        "HTTP", settings.http_port, site(pages), reactor
+        "HTTP", settings.http_port, front(site(pages), gateway), reactor
     ).setServiceParent(root)
     _Ready(reactor, bootstrap).setServiceParent(root)
     return root

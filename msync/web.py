@@ -17,6 +17,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from msync.gateway.app import MAX_BODY, GatewayApp
+from msync.gateway.http import too_large
+from msync.gateway.lean import GatewayFactory, to_site
 from msync.metrics import CONTENT_TYPE, Metrics
 from msync.store import Store
 
@@ -100,16 +102,10 @@ class BoundedRequest(Request):
         if self._refused:
             return
         self._refused = True
-        body = _json({"error": "request body too large", "limit": self.limit})
         transport = self.channel.transport
         if transport is None:
             return
-        transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Connection: close\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body) + body
-        )
+        transport.write(too_large(self.limit))
         transport.loseConnection()
 
 
@@ -160,6 +156,16 @@ def site(root: IResource) -> Site:
     )
     s.displayTracebacks = False
     return s
+
+
+def front(
+    http: Site, gateway: GatewayApp, max_body: int = MAX_BODY
+) -> GatewayFactory:
+    """
+    The HTTP listener's factory: C{POST /gateway.do} answered by the lean
+    reader (L{msync.gateway.lean}), every other request by C{http}.
+    """
+    return GatewayFactory(gateway.calls.answer, to_site(http), max_body)
 
 
 def _json(body: dict[str, Any]) -> bytes:
