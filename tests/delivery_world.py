@@ -205,7 +205,10 @@ class World:
             link_token=link,
             **kw,
         )
-        return self.tc.successResultOf(self.sender.send(r))
+        result = self.tc.successResultOf(self.sender.send(r))
+        # Global ops go out once the reactor turn that stored them ends.
+        self.clock.advance(0)
+        return result
 
     def sent(
         self, biz: str, payloads: Iterable[str], link: str = "", **kw: Any

@@ -48,6 +48,8 @@ class DeviceTargetTests(SynchronousTestCase):
         self.assertEqual(d.session.inflight_ops, 0)  # type: ignore[union-attr]
         assert d.session is not None
         scope = d.session.streams[("LOCK", "d:d1")].scope
+        # Positions are written with the next tick, not per ack.
+        self.w.clock.advance(self.w.engine.tuning.tick)
         self.assertEqual(
             self.w.store.sync_point(scope, "d1"),
             SyncPoint(self.w.store.epoch, ids[-1]),
@@ -155,6 +157,7 @@ class CountTests(SynchronousTestCase):
         w.sent("LOCK", ["a", "b"], "d1")
         d = w.device("d1").connect()
         d.ack_all()
+        w.clock.advance(w.engine.tuning.tick)
         day = int(w.clock.seconds()) // 86400
         self.assertEqual(
             w.store.daily_counts(INSTANCE, "d", "d1", day, day), [(day, 2, 2)]

@@ -380,6 +380,7 @@ class BusinessCodeTests(GatewayTestCase):
         )
         answer = self.call(params)
         self.assert_business(answer, "OK", success=True)
+        self.w.clock.advance(0)  # global ops go out after the turn
         self.assertEqual(device.link.payloads("NEWS"), [b"hello"])
         self.assertTrue(self.sender.requests[-1].to_all)
 

@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -52,6 +52,7 @@ from msync.delivery.session import (
     wire_scope,
 )
 from msync.delivery.single import UserLogs
+from msync.delivery.tail import Tail
 from msync.delivery.volatile import VolatileLogs
 from msync.model import (
     DeliveryEvent,
@@ -124,6 +125,9 @@ class Engine:
         self._shared_reads: (
             dict[tuple[bytes, int, int], list[StoredOp]] | None
         ) = None
+        self._tails: dict[bytes, Tail] = {}
+        self._announced: dict[bytes, Scope] = {}
+        self._announcing: IDelayedCall | None = None
         self._users = UserLogs(self)
 
     # --- lifecycle -----------------------------------------------------
@@ -141,6 +145,9 @@ class Engine:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._announcing is not None:
+            self._announcing.cancel()
+            self._announcing = None
         done = []
         for session in list(self._sessions.values()):
             session.link.close("SHUTDOWN", "the server is stopping")
@@ -497,6 +504,7 @@ class Engine:
             subs.discard(stream)
             if not subs:
                 del self._by_scope[stream.key]
+                self._tails.pop(stream.key, None)
 
     def _start_stream(
         self,
@@ -560,8 +568,11 @@ class Engine:
 
     def read(self, stream: Readable, after: int, limit: int) -> list[StoredOp]:
         """Read a scope's ops above C{after}, from the store or memory."""
+        scope = stream.scope
+        if scope.kind is ScopeKind.GLOBAL and stream.config.persistent:
+            return self._read_global(scope, after, limit)
         shared = self._shared_reads
-        key = (stream.scope.key, after, limit)
+        key = (scope.key, after, limit)
         if shared is not None:
             found = shared.get(key)
             if found is not None:
@@ -576,16 +587,52 @@ class Engine:
             shared[key] = ops
         return ops
 
+    def _read_global(
+        self, scope: Scope, after: int, limit: int
+    ) -> list[StoredOp]:
+        # Every device of the instance reads a global scope near its
+        # head: its tail answers them from memory.
+        now_ms = self.now_ms()
+
+        def fetch(above: int, n: int) -> list[StoredOp]:
+            return self.store.read_after(scope, above, n, now_ms)
+
+        tail = self._tails.get(scope.key)
+        if tail is None:
+            if scope.key not in self._by_scope:
+                return fetch(after, limit)
+            tail = self._tails[scope.key] = Tail(after)
+        found = tail.read(after, limit, now_ms, fetch, self.tuning.page)
+        return fetch(after, limit) if found is None else found
+
     # --- pushing -------------------------------------------------------
 
     def _stored(self, scope: Scope, op_id: int) -> None:
         """The store announced a new op: push it to whoever reads it."""
-        self.scope_changed(scope)
+        if scope.kind is not ScopeKind.GLOBAL:
+            self.scope_changed(scope)
+            return
+        # A global op goes to every device: ops stored together go out
+        # together, in one pass over the devices once this turn is done.
+        tail = self._tails.get(scope.key)
+        if tail is not None:
+            tail.announced()
+        self._announced[scope.key] = scope
+        if self._announcing is None:
+            self._announcing = self.clock.callLater(0, self._announce)
+
+    def _announce(self) -> None:
+        self._announcing = None
+        scopes, self._announced = self._announced, {}
+        for scope in scopes.values():
+            self.scope_changed(scope)
 
     def scope_changed(self, scope: Scope) -> None:
         """New ops may be in C{scope}: pump every device reading it."""
         streams = self._by_scope.get(scope.key)
         if streams:
+            for stream in streams:
+                stream.caught_up = False
             # Devices caught up in one scope read the same page: read it
             # once for all of them (a global op reaches thousands).
             self._shared_reads = {}
@@ -606,6 +653,8 @@ class Engine:
         """
         op_id = self._volatile.append(scope, body, meta, created_ms)
         streams = self._by_scope.get(scope.key, set())
+        for stream in streams:
+            stream.caught_up = False
         for session in {s.session for s in streams}:
             self.pump(session)
         reached = sum(1 for s in streams if op_id in s.inflight)
@@ -635,7 +684,7 @@ class Engine:
         self._users.fill(session)
         builder.flush()
         if session.dirty:
-            self._flush(session)
+            self._flush_soon(session)
 
     def room(self, session: Session) -> int:
         """How many more ops the session's window takes now."""
@@ -648,6 +697,10 @@ class Engine:
         session = stream.session
         now_ms = int(now * 1000)
         room = min(self.room(session), self.tuning.page)
+        if stream.caught_up:
+            # Nothing above what was sent: a sync asked now is answered.
+            stream.wants_sync = False
+            return False
         if (
             room <= 0
             or not stream.config.online
@@ -662,6 +715,7 @@ class Engine:
         ops = page[:room]
         if not ops:
             stream.wants_sync = False
+            stream.caught_up = True
             return False
         if not stream.wants_sync:
             # Live pushes wait for an immediate op; deferred ones ride along.
@@ -759,7 +813,11 @@ class Engine:
                 self._users.ack(session, p)
                 continue
             upto = min(p.op_id, stream.sent)
-            freed = [i for i in stream.inflight if i <= upto]
+            freed = []
+            for op_id in stream.inflight:  # in id order
+                if op_id > upto:
+                    break
+                freed.append(op_id)
             pushed_at = 0.0
             for op_id in freed:
                 _, size, pushed_at = stream.inflight.pop(op_id)
@@ -775,7 +833,18 @@ class Engine:
                 session.dirty.add(stream)
             self._resolve(stream)
         self.pump(session)
-        self._flush(session)
+        self._flush_soon(session)
+
+    def _flush_soon(self, session: Session) -> None:
+        """
+        Write the session's positions now if a user's other devices
+        depend on them (single-device configs), else with the next tick:
+        a device presents its own positions when it connects, so a
+        position lost in a crash costs a redelivery it drops, and a busy
+        device does not cost a store write per ack.
+        """
+        if self._users.holds(session):
+            self._flush(session)
 
     def _flush(self, session: Session, final: bool = False) -> Deferred[None]:
         """
@@ -823,7 +892,9 @@ class Engine:
         def written(_: object) -> Deferred[None]:
             session.writing = False
             waiters, session.waiters = session.waiters, []
-            if not session.dirty and not waiters:
+            if not waiters and not (
+                session.dirty and self._users.holds(session)
+            ):
                 return succeed(None)
             follow = self._flush(session, final=bool(waiters))
             for w in waiters:
@@ -833,6 +904,54 @@ class Engine:
         d = gatherResults(writes, consumeErrors=True)
         d.addErrback(lambda f: _log.failure("saving sync points failed", f))
         return d.addCallback(written)
+
+    def _flush_all(self) -> None:
+        """
+        Write every online device's moved positions and counters in one
+        store write (devices being written already wait for the next).
+        """
+        batch = [
+            s for s in self._sessions.values() if s.dirty and not s.writing
+        ]
+        if not batch:
+            return
+        epoch = self.store.epoch
+        now_ms = self.now_ms()
+        points: list[tuple[Scope, str | None, SyncPoint]] = []
+        counts = []
+        for session in batch:
+            points += [
+                (s.scope, session.device_id, SyncPoint(epoch, s.point))
+                for s in session.dirty
+            ]
+            points += self._users.points(session)
+            session.dirty = set()
+            if session.pushes or session.arrivals:
+                counts.append(
+                    (
+                        session.instance_id,
+                        session.device_id,
+                        session.user_id,
+                        now_ms,
+                        session.pushes,
+                        session.arrivals,
+                    )
+                )
+                session.pushes = session.arrivals = 0
+            session.writing = True
+
+        def written(_: object) -> None:
+            for session in batch:
+                session.writing = False
+                waiters, session.waiters = session.waiters, []
+                if waiters:
+                    follow = self._flush(session, final=True)
+                    for w in waiters:
+                        follow.addBoth(_release, w)
+
+        d = self.store.save_progress(points, counts)
+        d.addErrback(lambda f: _log.failure("saving sync points failed", f))
+        d.addCallback(written)
 
     # --- the shared tick ------------------------------------------------
 
@@ -848,6 +967,7 @@ class Engine:
             if now - since > self.tuning.hello_timeout:
                 del self._waiting[link]
                 link.close("IDLE", "no hello in time")
+        self._flush_all()
         for session in list(self._sessions.values()):
             if now - session.last_heard > idle:
                 session.link.close("IDLE", f"nothing heard for {idle} s")
@@ -882,6 +1002,7 @@ class Engine:
         stream.inflight.clear()
         stream.sent = stream.point
         stream.wants_sync = True
+        stream.caught_up = False
 
 
 def _nothing(_: object) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from msync.delivery.engine import Engine, wire_scope
+from msync.delivery.engine import Engine, Session, wire_scope
 from msync.delivery.ops import Filters, audience, matches
 from msync.model import (
     DeliveryState,
@@ -118,8 +118,12 @@ def user_report(
         user_id=user_id,
         online=any(r.online for r in reports),
         devices=[replace(r, days=[], pushes=[]) for r in reports],
-        days=engine.store.daily_counts(
-            instance_id, "u", user_id, today - DAYS + 1, today
+        days=_with_live(
+            engine.store.daily_counts(
+                instance_id, "u", user_id, today - DAYS + 1, today
+            ),
+            [engine.session(instance_id, d.device_id) for d in devices],
+            today,
         ),
         pushes=pushes,
     )
@@ -139,11 +143,35 @@ def _report(
         validated=device.session_validated,
         first_seen=device.first_seen_ms,
         last_seen=device.last_seen_ms,
-        days=engine.store.daily_counts(
-            device.instance_id, "d", device.device_id, today - DAYS + 1, today
+        days=_with_live(
+            engine.store.daily_counts(
+                device.instance_id,
+                "d",
+                device.device_id,
+                today - DAYS + 1,
+                today,
+            ),
+            [session],
+            today,
         ),
         pushes=_pushes(engine, device, now_ms, limit) if detail else [],
     )
+
+
+def _with_live(
+    days: list[tuple[int, int, int]],
+    sessions: list[Session | None],
+    today: int,
+) -> list[tuple[int, int, int]]:
+    """Add the counts online devices have not written yet to today's."""
+    pushes = sum(s.pushes for s in sessions if s is not None)
+    arrivals = sum(s.arrivals for s in sessions if s is not None)
+    if not pushes and not arrivals:
+        return days
+    out = [d for d in days if d[0] != today]
+    now = next((d for d in days if d[0] == today), (today, 0, 0))
+    out.append((today, now[1] + pushes, now[2] + arrivals))
+    return sorted(out)
 
 
 def _scopes(engine: Engine, device: Device) -> list[tuple[SyncConfig, Scope]]:

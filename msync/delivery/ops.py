@@ -52,14 +52,26 @@ class Filters:
         """
         if not meta:
             return _NONE
+        found = _decoded.get(meta)
+        if found is not None:
+            return found
         try:
             os_type, lo, hi, device_id, immediate = msgpack.unpackb(meta)
-            return cls(os_type, tuple(lo), tuple(hi), device_id, immediate)
+            found = cls(os_type, tuple(lo), tuple(hi), device_id, immediate)
         except Exception as e:
             raise CorruptRecord("ops", meta[:32], "bad op filters") from e
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()
+        _decoded[meta] = found
+        return found
 
 
 _NONE = Filters()
+
+#: Ops of a config mostly share their filters: each distinct C{meta} is
+#: decoded once (a bounded cache, emptied when full).
+_decoded: dict[bytes, Filters] = {}
+_DECODED_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)

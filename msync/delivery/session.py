@@ -134,6 +134,7 @@ class Stream:
 
     __slots__ = (
         "biz",
+        "caught_up",
         "config",
         "held_until",
         "inflight",
@@ -169,6 +170,9 @@ class Stream:
         self.last_push = 0.0
         self.held_until = 0
         self.wants_sync = True
+        self.caught_up = False
+        """Whether the last read found nothing above C{sent}, and no op
+        was announced since."""
 
 
 class Session:

@@ -307,6 +307,10 @@ class UserLogs:
                 self._fill_log(log)
         return overdue
 
+    def holds(self, session: Session) -> bool:
+        """Whether the session reads any single-device log."""
+        return bool(self._of.get(session))
+
     def points(
         self, session: Session
     ) -> list[tuple[Scope, str | None, SyncPoint]]:

@@ -32,7 +32,7 @@ from msync.model import (
 from msync.store import catalog, deliveries, oplog
 from msync.store.interfaces import Listener
 from msync.store.oplog import SweepResult
-from msync.store.tables import Engine
+from msync.store.tables import Engine, Tables
 
 _log = Logger()
 
@@ -165,6 +165,20 @@ class Store:
     ) -> Deferred[list[SyncPoint]]:
         return self._engine.write(
             partial(oplog.advance_points, points=list(points))
+        )
+
+    def save_progress(
+        self,
+        points: Iterable[tuple[Scope, str | None, SyncPoint]],
+        counts: Iterable[Counts],
+    ) -> Deferred[None]:
+        """
+        Move many devices' points forward and add to their daily
+        counters C{(instance_id, device_id, user_id, at_ms, pushes,
+        arrivals)}, in one write.
+        """
+        return self._engine.write(
+            partial(_save_progress, points=list(points), counts=list(counts))
         )
 
     # --- catalog ------------------------------------------------------
@@ -371,4 +385,19 @@ class Store:
                 first_day=first_day,
                 last_day=last_day,
             )
+        )
+
+
+Counts = tuple[str, str, str, int, int, int]
+
+
+def _save_progress(
+    tx: Tables,
+    points: list[tuple[Scope, str | None, SyncPoint]],
+    counts: list[Counts],
+) -> None:
+    oplog.advance_points(tx, points)
+    for instance_id, device_id, user_id, at_ms, pushes, arrivals in counts:
+        deliveries.add_counts(
+            tx, instance_id, device_id, user_id, at_ms, pushes, arrivals
         )
