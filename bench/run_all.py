@@ -77,8 +77,8 @@ to disk.
 
 The protocols differ in ways that shape the figures: msync pushes many
 ops in one sync frame and a device acks them with one frame (coalesced to
-one every 6 ms at most, under the daemon's limit of 200 frames a second
-per device); MQTT sends one PUBLISH per message, and the lean client
+one every millisecond at most, under the daemon's limit of 2,000 frames a
+second per device); MQTT sends one PUBLISH per message, and the lean client
 answers all the PUBLISHes of one read with one write of PUBACKs."""
 
 
@@ -303,7 +303,7 @@ op, as percentiles.
                 "--size",
                 "256",
                 "--clients",
-                "8",
+                "64",
             ],
             mqtt_args=[
                 "fanout",

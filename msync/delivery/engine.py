@@ -708,11 +708,10 @@ class Engine:
             or not session.has_room
         ):
             return False
-        # Read a whole page, the same for every device at this position
-        # (shared within one announcement), then take what the window
-        # allows.
-        page = self.read(stream, stream.sent, self.tuning.page)
-        ops = page[:room]
+        # Read what the window takes (a global scope's readers share its
+        # tail in memory).
+        limit = room
+        ops = self.read(stream, stream.sent, limit)
         if not ops:
             stream.wants_sync = False
             stream.caught_up = True
@@ -727,37 +726,52 @@ class Engine:
                 return False
             ops = ops[: last + 1]
 
+        # The hot loop of every push: one op after another, with as few
+        # steps as will do (filters are checked once per distinct meta).
         batch: list[tuple[int, bytes]] = []
+        add = batch.append
+        inflight = stream.inflight
+        prior = stream.prior
+        who = session.audience
+        max_attempts = self.tuning.max_attempts
         moved = False
         again = 0
+        size = 0
+        sent = stream.sent
+        meta: bytes | None = None
+        wanted = True
         for op in ops:
             if op.start_ms > now_ms:
                 stream.held_until = op.start_ms
                 break
             moved = True
-            if not matches(Filters.decode(op.meta), session.audience):
-                stream.sent = op.op_id
+            sent = op.op_id
+            if op.meta != meta:
+                meta = op.meta
+                wanted = matches(Filters.decode(meta), who)
+            if not wanted:
                 continue
-            attempts = stream.prior.pop(op.op_id, 0) + 1
-            if attempts > self.tuning.max_attempts:
-                self._dropped(stream, op.op_id, attempts - 1)
-                stream.sent = op.op_id
+            attempts = prior.pop(sent, 0) + 1 if prior else 1
+            if attempts > max_attempts:
+                self._dropped(stream, sent, attempts - 1)
                 continue
-            stream.inflight[op.op_id] = [attempts, len(op.body), now]
             if attempts > 1:
                 again += 1
-            session.inflight_ops += 1
-            session.inflight_bytes += len(op.body)
-            batch.append((op.op_id, op.body))
-            stream.sent = op.op_id
+            body = op.body
+            inflight[sent] = (attempts, len(body), now)
+            size += len(body)
+            add((sent, body))
+        stream.sent = sent
         if batch:
+            session.inflight_ops += len(batch)
+            session.inflight_bytes += size
             builder.add(stream.biz, stream.name, self.store.epoch, batch)
             session.pushes += len(batch)
             self.observer.pushed(len(batch), again)
             stream.last_push = now
         self._resolve(stream)
-        # A short page means the scope has nothing more for now.
-        return moved and len(page) == self.tuning.page
+        # A short read means the scope has nothing more for now.
+        return moved and len(ops) == limit
 
     def _resolve(self, stream: Stream) -> None:
         # Everything below the first unacked op is done (acked or skipped).

@@ -31,6 +31,12 @@ class FrameBuilder:
     ) -> None:
         """Queue C{ops} of one scope, in id order."""
         head = GROUP_OVERHEAD + len(biz) + len(scope)
+        whole = head + sum(OP_OVERHEAD + len(op[1]) for op in ops)
+        if self._size + whole <= self._limit:
+            # The common case: the run fits in the frame as it is.
+            self._groups.append((biz, scope, epoch, ops))
+            self._size += whole
+            return
         current: list[tuple[int, bytes]] = []
         for op in ops:
             cost = OP_OVERHEAD + len(op[1])

@@ -21,7 +21,6 @@ validity ended) show as C{expired}.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 import msgpack
 
@@ -231,7 +230,7 @@ def _pushes(
         name = wire_scope(scope)
         stored = store.sync_point(scope, device.device_id)
         point = stored.op_id if stored and stored.epoch == epoch else 0
-        inflight: dict[int, list[Any]] = {}
+        inflight: dict[int, tuple[int, int, float]] = {}
         if session is not None:
             stream = session.streams.get((config.biz_type, name))
             if stream is not None:

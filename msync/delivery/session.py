@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet.defer import Deferred, succeed
 
 from msync.delivery.ops import Audience
 from msync.model import Scope, ScopeKind, SyncConfig
-from msync.wire.frames import MAX_SERVER_FRAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +42,10 @@ class Tuning:
     """The most ops any scope keeps, even in resend mode 'all'."""
     tick: float = 1.0
     """Seconds between checks for overdue acks, idle links, held ops."""
-    frame_limit: int = MAX_SERVER_FRAME - 1024
-    """Largest sync frame; leaves room for the frame's own overhead."""
+    frame_limit: int = 256 * 1024
+    """Largest sync frame.  Smaller than a device may take (1 MiB), so
+    that a window holds several frames: the device decodes and acks one
+    while the next is on the wire."""
 
 
 class Refused(Exception):
@@ -162,9 +163,9 @@ class Stream:
         """Every op at or below this is acked or skipped."""
         self.sent = point
         """Every op at or below this was pushed, skipped or acked."""
-        self.inflight: dict[int, list[Any]] = {}
-        """Pushed, unacked op ids (in id order) -> [attempts, size,
-        pushed at]."""
+        self.inflight: dict[int, tuple[int, int, float]] = {}
+        """Pushed, unacked op ids (in id order) -> (attempts, size,
+        pushed at)."""
         self.prior: dict[int, int] = {}
         """Pushes of an op before it was pushed again."""
         self.last_push = 0.0

@@ -104,15 +104,14 @@ def _decode_op(key: bytes, raw: bytes) -> StoredOp:
     at = OP_HEAD.size
     if at + ld + lm > len(raw):
         raise CorruptRecord("ops", key, "lengths overrun the record")
-    (op_id,) = U64.unpack(key[-8:])
     return StoredOp(
-        op_id=op_id,
-        dedup=raw[at : at + ld],
-        meta=raw[at + ld : at + ld + lm],
-        body=raw[at + ld + lm :],
-        created_ms=created,
-        start_ms=start,
-        expire_ms=expire,
+        U64.unpack_from(key, len(key) - 8)[0],
+        raw[at + ld + lm :],
+        raw[at + ld : at + ld + lm],
+        raw[at : at + ld],
+        created,
+        start,
+        expire,
     )
 
 
@@ -238,11 +237,34 @@ def read_after(
         raise ValidationError("limit", "must be positive")
     key = scope.key
     out: list[StoredOp] = []
+    # Every push reads here: the record is taken apart in the loop
+    # itself, as in _decode_op, and an expired op is skipped unbuilt.
+    add = out.append
+    head = OP_HEAD.unpack_from
+    at = OP_HEAD.size
+    id_of = U64.unpack_from
     for k, v in tx.scan(Table.OPS, key + u64(after + 1), prefix_end(key)):
-        op = _decode_op(k, v)
-        if op.expire_ms and op.expire_ms < now_ms:
+        try:
+            created, start, expire, ld, lm = head(v)
+        except struct.error as e:
+            raise CorruptRecord("ops", k, "short header") from e
+        if expire and expire < now_ms:
             continue
-        out.append(op)
+        meta_at = at + ld
+        body_at = meta_at + lm
+        if body_at > len(v):
+            raise CorruptRecord("ops", k, "lengths overrun the record")
+        add(
+            StoredOp(
+                id_of(k, len(k) - 8)[0],
+                v[body_at:],
+                v[meta_at:body_at],
+                v[at:meta_at],
+                created,
+                start,
+                expire,
+            )
+        )
         if len(out) >= limit:
             break
     return out
