@@ -78,8 +78,24 @@ INSTANCE = "BENCH_app"
 DAY_MS = 86_400_000
 KEY, SECRET = "AKBENCH", "bench-secret-0123456789"
 
+#: Extra C{twistd msync} flags for every daemon (C{--daemon-arg}).
+DAEMON_ARGS: list[str] = []
+
 #: Device connections opened at once when many are needed.
 CONNECT_BATCH = 200
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds of the daemon and of its gateway workers."""
+    total = cpu_seconds(pid)
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            for child in f.read().split():
+                try:
+                    total += cpu_seconds(int(child))
+                except FileNotFoundError:
+                    pass
+    return total
 
 
 def seed(data_dir: str, ops: int, size: int, device: str) -> None:
@@ -221,7 +237,9 @@ async def latency_once(count: int, interval: float) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
         seed(data_dir, 0, 0, "none")
-        daemon = Daemon(data_dir).start(wait_for=("devices", "HTTP"))
+        daemon = Daemon(data_dir, *DAEMON_ARGS).start(
+            wait_for=("devices", "HTTP")
+        )
         try:
             pid = daemon.proc.pid  # type: ignore[union-attr]
             arrived: dict[bytes, float] = {}
@@ -264,7 +282,7 @@ async def latency_once(count: int, interval: float) -> dict[str, float]:
                         raise RuntimeError(f"send failed: {answer}")
 
                 tasks: list[asyncio.Task[None]] = []
-                cpu0, mine0 = cpu_seconds(pid), own_cpu()
+                cpu0, mine0 = server_cpu(pid), own_cpu()
                 start = time.perf_counter()
                 try:
                     for i in range(count):
@@ -285,7 +303,7 @@ async def latency_once(count: int, interval: float) -> dict[str, float]:
                         raise RuntimeError("ops did not all arrive")
                     await asyncio.sleep(0.01)
                 elapsed = time.perf_counter() - start
-                cpu1, mine1 = cpu_seconds(pid), own_cpu()
+                cpu1, mine1 = server_cpu(pid), own_cpu()
                 ms = [(arrived[p] - sent[p]) * 1000 for p in sent]
                 out[f"{name} p50 ms"] = percentile(ms, 0.50)
                 out[f"{name} p99 ms"] = percentile(ms, 0.99)
@@ -310,7 +328,9 @@ async def ingest_once(
     data_dir = tempfile.mkdtemp(prefix="msync-bench-")
     try:
         seed(data_dir, 0, 0, "none")
-        daemon = Daemon(data_dir).start(wait_for=("devices", "HTTP"))
+        daemon = Daemon(data_dir, *DAEMON_ARGS).start(
+            wait_for=("devices", "HTTP")
+        )
         try:
             pid = daemon.proc.pid  # type: ignore[union-attr]
             device = None
@@ -341,11 +361,13 @@ async def ingest_once(
                     if answer["result_code"] != "OK":
                         raise RuntimeError(f"call failed: {answer}")
 
-            cpu0, mine0 = cpu_seconds(pid), own_cpu()
+            cpu0, mine0 = server_cpu(pid), own_cpu()
+            main0 = cpu_seconds(pid)
             start = time.perf_counter()
             await asyncio.gather(*(run(c, k) for k, c in enumerate(conns)))
             elapsed = time.perf_counter() - start
-            cpu1, mine1 = cpu_seconds(pid), own_cpu()
+            cpu1, mine1 = server_cpu(pid), own_cpu()
+            main1 = cpu_seconds(pid)
             for c in conns:
                 await c.close()
             if device is not None:
@@ -359,6 +381,7 @@ async def ingest_once(
         "calls/s": done / elapsed,
         "calls per server cpu s": done / max(cpu1 - cpu0, 1e-9),
         "server cpu s": cpu1 - cpu0,
+        "daemon cpu s": main1 - main0,
         "client cpu s": mine1 - mine0,
         "seconds": elapsed,
     }
@@ -468,7 +491,15 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--daemon-arg",
+        action="append",
+        default=[],
+        help="a flag for twistd msync (repeat; e.g. --daemon-arg="
+        "--gateway-workers --daemon-arg=0)",
+    )
     args = p.parse_args()
+    DAEMON_ARGS.extend(args.daemon_arg)
 
     raise_fd_limit()
     runs = []

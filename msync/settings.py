@@ -35,6 +35,9 @@ class Settings:
     """Device connections one address may hold open (carrier NAT puts
     many phones behind one address, so the default is generous)."""
     log_format: str = "text"
+    gateway_workers: int = -1
+    """Processes that answer C{/gateway.do} beside the daemon; 0 answers
+    in the daemon alone; -1 picks one per core but one, at most four."""
 
     @property
     def default_certs(self) -> bool:
@@ -114,6 +117,8 @@ def resolve(file_values: dict[str, Any], flags: dict[str, Any]) -> Settings:
         raise SettingsError("setting per-address: must be at least 1")
     if settings.sweep_interval <= 0:
         raise SettingsError("setting sweep-interval: must be positive")
+    if not -1 <= settings.gateway_workers <= 64:
+        raise SettingsError("setting gateway-workers: must be -1 to 64")
     if settings.log_format not in ("text", "json"):
         raise SettingsError("setting log-format: must be text or json")
     if not settings.default_certs:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from treq.client import HTTPClient
@@ -15,7 +16,7 @@ from twisted.application.internet import (
 )
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -30,6 +31,8 @@ from msync.console.pages import ConsolePages
 from msync.delivery.engine import Engine, Tuning
 from msync.delivery.sender import Sender
 from msync.gateway.app import GatewayApp
+from msync.gateway.lean import GatewayFactory, adopter
+from msync.gateway.workers import Workers, default_count
 from msync.link.protocol import AddressGate, DeviceFactory
 from msync.metrics import Metrics
 from msync.settings import Settings, SettingsError, load_file, resolve
@@ -87,6 +90,14 @@ class Options(usage.Options):
             None,
             None,
             f"Log lines as text or json [{_DEFAULTS.log_format}]",
+        ],
+        [
+            "gateway-workers",
+            None,
+            None,
+            "Processes answering /gateway.do beside the daemon; 0: none; "
+            "-1: one per core but one, at most 4 "
+            f"[{_DEFAULTS.gateway_workers}]",
         ],
         [
             "sweep-interval",
@@ -189,11 +200,46 @@ def makeService(options: Options) -> IService:
         secure_cookies=settings.http_port.startswith("ssl:"),
     )
     pages = Root(web.resource(), console.resource(), ConsolePages().resource())
-    _listener(
-        "HTTP", settings.http_port, front(site(pages), gateway), reactor
-    ).setServiceParent(root)
-    _Ready(reactor, bootstrap).setServiceParent(root)
+    http_front = front(site(pages), gateway)
+    listener = _listener("HTTP", settings.http_port, http_front, reactor)
+    listener.setServiceParent(root)
+    workers = _gateway_workers(
+        settings, reactor, gateway, http_front, listener, root
+    )
+    _Ready(reactor, bootstrap, workers).setServiceParent(root)
     return root
+
+
+def _gateway_workers(
+    settings: Settings,
+    reactor: Any,
+    gateway: GatewayApp,
+    http_front: GatewayFactory,
+    listener: _Listener,
+    root: MultiService,
+) -> Workers | None:
+    count = settings.gateway_workers
+    if count < 0:
+        count = default_count(os.cpu_count())
+    if count == 0:
+        return None
+    if not settings.http_port.startswith("tcp:"):
+        _log.info(
+            "gateway workers need a tcp: HTTP port; answering in process"
+        )
+        return None
+    workers = Workers(
+        count,
+        reactor,
+        settings.data_dir,
+        gateway.intake,
+        adopter(reactor, http_front),
+        max_body=gateway.max_body,
+        skew_seconds=gateway.checks.skew,
+    )
+    listener.bound.append(workers.listen_on)
+    workers.setServiceParent(root)
+    return workers
 
 
 class EngineService(Service):
@@ -215,16 +261,25 @@ class EngineService(Service):
 class _Ready(Service):
     """Says when the daemon is up: listeners bound, signals handled."""
 
-    def __init__(self, reactor: Any, bootstrap: BootstrapService) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        bootstrap: BootstrapService,
+        workers: Workers | None,
+    ) -> None:
         self._reactor = reactor
         self._bootstrap = bootstrap
+        self._workers = workers
 
     def startService(self) -> None:
         super().startService()
         self._reactor.callWhenRunning(self._running)
 
     def _running(self) -> None:
-        self._bootstrap.ready.addBoth(
+        waits = [self._bootstrap.ready]
+        if self._workers is not None:
+            waits.append(self._workers.ready())
+        DeferredList(waits).addBoth(
             lambda _: _log.info("msync {version} ready", version=__version__)
         )
 
@@ -241,6 +296,8 @@ class _Listener(StreamServerEndpointService):
         self._description = description
         # Bind in privilegedStartService and raise there, as strports does.
         self._raiseSynchronously = True
+        self.bound: list[Callable[[Any], object]] = []
+        """Called with the port once it is bound."""
 
     def privilegedStartService(self) -> None:
         try:
@@ -262,6 +319,8 @@ class _Listener(StreamServerEndpointService):
             host=getattr(address, "host", ""),
             port=getattr(address, "port", 0),
         )
+        for call in self.bound:
+            call(port)
         return port
 
 

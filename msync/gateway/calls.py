@@ -26,6 +26,7 @@ import re
 from calendar import timegm
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from time import strptime
 from typing import Any
 
@@ -349,7 +350,7 @@ class Checks:
                 f"req_time {shown(text)} is not yyyy-MM-ddTHH:mm:ssZ",
             )
         try:
-            sent_at = float(timegm(strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+            sent_at = _utc_seconds(text)
         except ValueError as e:
             raise GatewayError(
                 INVALID_PARAMETER, f"req_time {text!r} is not a date"
@@ -482,6 +483,12 @@ class Gateway:
             return succeed(render(unexpected(Failure(), call), call))
         d = self._take(checked, call)
         return d.addCallback(render, call)
+
+
+@lru_cache(maxsize=512)
+def _utc_seconds(text: str) -> float:
+    # Calls in the same second share a req_time: parse each text once.
+    return float(timegm(strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 def _payload(text: str) -> bytes:

@@ -12,6 +12,8 @@ connection is not read.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +36,16 @@ from msync.gateway.http import (
     refusal_response,
     response,
 )
+from msync.gateway.relay import OneProtocol
 
-__all__ = ["Answerer", "GatewayChannel", "GatewayFactory", "Handoff"]
+__all__ = [
+    "Answerer",
+    "GatewayChannel",
+    "GatewayFactory",
+    "Handoff",
+    "adopter",
+    "to_site",
+]
 
 _log = Logger()
 
@@ -212,6 +222,8 @@ class GatewayChannel(Protocol):
 class GatewayFactory(Factory):
     """Builds a L{GatewayChannel} for every connection."""
 
+    noisy = False
+
     def __init__(
         self, answer: Answerer, handoff: Handoff, max_body: int
     ) -> None:
@@ -240,3 +252,23 @@ def to_site(site: Any) -> Handoff:
         return protocol
 
     return handoff
+
+
+def adopter(
+    reactor: Any, factory: GatewayFactory
+) -> Callable[[int, bytes], None]:
+    """
+    A function that serves a connection another process accepted: its
+    file descriptor (which stays the caller's to close) and the bytes
+    already read of it, as if this process had accepted it.
+    """
+
+    def adopt(descriptor: int, data: bytes) -> None:
+        probe = socket.socket(fileno=os.dup(descriptor))
+        family = probe.family
+        probe.close()
+        channel = factory.buildProtocol(None)
+        reactor.adoptStreamConnection(descriptor, family, OneProtocol(channel))
+        channel.dataReceived(data)
+
+    return adopt

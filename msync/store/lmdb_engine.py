@@ -270,6 +270,40 @@ class LMDBEngine:
             d.callback(None)
 
 
+class LMDBReader:
+    """
+    Read-only access to an environment another process writes (the
+    gateway workers'): no writer thread, a fresh read transaction per
+    read, so every read sees the latest commit.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._env = lmdb.open(
+            path,
+            readonly=True,
+            max_dbs=len(Table) + 1,
+            readahead=False,
+            map_size=0,
+        )
+        self._dbs = {
+            t: self._env.open_db(t.value.encode(), create=False) for t in Table
+        }
+
+    def read(self, fn: Callable[[_LMDBTables], T]) -> T:
+        try:
+            txn = self._env.begin(buffers=False)
+        except lmdb.MapResizedError:
+            # The writer grew the map: adopt its size and read again.
+            self._env.set_mapsize(0)
+            txn = self._env.begin(buffers=False)
+        with txn:
+            return fn(_LMDBTables(txn, self._dbs))
+
+    def close(self) -> None:
+        """Close the environment."""
+        self._env.close()
+
+
 def _fire(outcomes: list[tuple[Deferred[Any], object]]) -> None:
     for d, outcome in outcomes:
         if isinstance(outcome, Failure):
