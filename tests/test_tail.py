@@ -128,9 +128,7 @@ class GlobalFanoutTests(SynchronousTestCase):
         w.clock.advance(0)
         for d in devices:
             self.assertEqual(len(d.link.of(Sync)), 1)
-            self.assertEqual(
-                d.link.payloads(), [b"0", b"1", b"2", b"3", b"4"]
-            )
+            self.assertEqual(d.link.payloads(), [b"0", b"1", b"2", b"3", b"4"])
         late = w.device("late").connect()
         self.assertEqual(late.link.payloads(), [b"0", b"1", b"2", b"3", b"4"])
 
