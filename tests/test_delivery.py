@@ -59,6 +59,28 @@ class DeviceTargetTests(SynchronousTestCase):
         d.connect()
         self.assertEqual(d.link.ops(), [])
 
+    def test_positions_written_per_tick_and_on_leaving(self) -> None:
+        """Acks do not write the store each; the tick writes every moved
+        position at once, and a leaving device writes its own."""
+        ids = self.w.sent("LOCK", ["a", "b"], "d1")
+        d = self.w.device("d1").connect()
+        e = self.w.device("d2").connect()
+        d.ack(Point("LOCK", "d:d1", self.w.store.epoch, ids[0]))
+        assert d.session is not None and e.session is not None
+        scope = d.session.streams[("LOCK", "d:d1")].scope
+        self.assertIsNone(self.w.store.sync_point(scope, "d1"))
+        self.w.clock.advance(self.w.engine.tuning.tick)
+        self.assertEqual(
+            self.w.store.sync_point(scope, "d1"),
+            SyncPoint(self.w.store.epoch, ids[0]),
+        )
+        d.ack(Point("LOCK", "d:d1", self.w.store.epoch, ids[1]))
+        d.disconnect()
+        self.assertEqual(
+            self.w.store.sync_point(scope, "d1"),
+            SyncPoint(self.w.store.epoch, ids[1]),
+        )
+
     def test_unacked_ops_pushed_again_on_reconnect(self) -> None:
         """Ops pushed but not acked are pushed again on the next connect."""
         self.w.sent("LOCK", ["a", "b"], "d1")

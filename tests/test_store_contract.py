@@ -489,6 +489,39 @@ class Contract:
         )
 
     @inlineCallbacks
+    def test_save_progress(self) -> Any:
+        """Many devices' points and counters go in one write, with the
+        same rules as apart; a bad count writes nothing."""
+        e = self.store.epoch
+        yield self.store.advance_sync_points([(ALICE, "d1", SyncPoint(e, 9))])
+        yield self.store.save_progress(
+            [(ALICE, "d1", SyncPoint(e, 4)), (ALICE, "d2", SyncPoint(e, 7))],
+            [
+                ("ws_app", "d1", "alice", NOW, 3, 2),
+                ("ws_app", "d2", "", NOW, 1, 1),
+            ],
+        )
+        self.assertEqual(self.store.sync_point(ALICE, "d1"), SyncPoint(e, 9))
+        self.assertEqual(self.store.sync_point(ALICE, "d2"), SyncPoint(e, 7))
+        day = NOW // DAY
+        self.assertEqual(
+            self.store.daily_counts("ws_app", "d", "d2", day, day),
+            [(day, 1, 1)],
+        )
+        self.assertEqual(
+            self.store.daily_counts("ws_app", "u", "alice", day, day),
+            [(day, 3, 2)],
+        )
+        yield self.assertFailure(
+            self.store.save_progress(
+                [(ALICE, "d3", SyncPoint(e, 5))],
+                [("ws_app", "d3", "", NOW, -1, 0)],
+            ),
+            ValidationError,
+        )
+        self.assertIsNone(self.store.sync_point(ALICE, "d3"))
+
+    @inlineCallbacks
     def test_delivery_records_swept_after_retention(self) -> Any:
         """Delivery records and counters older than 30 days are swept."""
         yield self.store.record_deliveries(
