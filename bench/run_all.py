@@ -46,6 +46,7 @@ from msync.devcerts import ensure_dev_certs
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 REPORT = os.path.join(ROOT, "docs", "benchmarks.md")
+FINDINGS = os.path.join(HERE, "findings.md")
 
 #: Seconds a child may take beyond its own bound before it is killed.
 KILL_GRACE = 60.0
@@ -717,6 +718,20 @@ def versions() -> list[str]:
     ]
 
 
+def findings() -> list[str]:
+    """
+    The hand-written part of the report (C{bench/findings.md}): what each
+    optimisation bought, and where the time goes where a target is not
+    met.  Its headings move one level down.
+    """
+    with open(FINDINGS, encoding="utf-8") as f:
+        text = f.read()
+    return [
+        "#" + line if line.startswith("#") else line
+        for line in text.splitlines()
+    ] + [""]
+
+
 def report(
     chosen: Sequence[Scenario],
     results: dict[str, Runs],
@@ -752,6 +767,7 @@ the figure, even when the client is busy too.  The msync daemon can
 pass 100 % because its store writes on a thread of its own."""
     )
     lines += ["## How it is measured", "", *prose(METHOD)]
+    lines += findings()
     for scenario in chosen:
         lines += scenario_section(scenario, results[scenario.key])
     every = []
