@@ -6,11 +6,14 @@ error frames and a close.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from msync.delivery.session import Refused
 from msync.link.protocol import AddressGate, DeviceFactory, DeviceProtocol
 from msync.model import Target
 from msync.wire.frames import MAX_SERVER_FRAME, FrameDecoder, encode
@@ -181,6 +184,49 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual(c.transport.value(), b"")
         c.proto.resumeProducing()
         self.assertTrue(any(isinstance(m, Sync) for m in c.read()))
+
+
+class SlowHelloTests(SynchronousTestCase):
+    """Frames that arrive while the hello is still being checked."""
+
+    def setUp(self) -> None:
+        self.w = World(self)
+        self.w.config("A", Target.DEVICE)
+        self.gate: Deferred[None] = Deferred()
+        admit = self.w.engine.hello
+
+        def slow(link: Any, hello: Hello) -> Deferred[Any]:
+            return self.gate.addCallback(lambda _: admit(link, hello))
+
+        self.patch(self.w.engine, "hello", slow)
+
+    def test_frames_wait_for_the_hello(self) -> None:
+        """Frames sent with and after a pending hello are handled in
+        order once it is admitted, and none before."""
+        c = Conn(self.w)
+        c.feed(to_frame(HELLO) + to_frame(Ping(1)) + to_frame(Ping(2)))
+        c.feed(to_frame(Ping(3)))
+        self.assertEqual(c.read(), [])
+        self.gate.callback(None)
+        messages = c.read()
+        self.assertIsInstance(messages[0], Welcome)
+        self.assertEqual(
+            [m for m in messages if isinstance(m, Pong)],
+            [Pong(1), Pong(2), Pong(3)],
+        )
+        c.feed(to_frame(Ping(4)))
+        self.assertEqual(c.read()[-1], Pong(4))
+        self.assertFalse(c.lost)
+
+    def test_refused_hello_drops_waiting_frames(self) -> None:
+        """A refused hello closes the link and what waited behind it is
+        never answered."""
+        c = Conn(self.w)
+        c.feed(to_frame(HELLO) + to_frame(Ping(1)))
+        self.gate.errback(Refused("NOPE", "not today"))
+        self.assertEqual(c.error().code, "NOPE")
+        self.assertEqual([m for m in c.read() if isinstance(m, Pong)], [])
+        self.assertTrue(c.lost)
 
 
 class HostileTests(SynchronousTestCase):

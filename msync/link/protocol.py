@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -59,7 +60,10 @@ class DeviceProtocol(Protocol):
         self.on_lost: Callable[[], object] | None = None
         self._abort: IDelayedCall | None = None
         self._decoder = FrameDecoder(MAX_DEVICE_FRAME)
-        self._queue: deque[dict[str, Any]] = deque()
+        # Messages that arrived while a hello was being checked.  Made
+        # only then: an empty deque costs most of a KiB, and ten thousand
+        # idle devices would each keep one.
+        self._waiting: deque[dict[str, Any]] | None = None
         self._busy = False
         self.session: Session | None = None
         self.paused = False
@@ -85,8 +89,17 @@ class DeviceProtocol(Protocol):
         if frames and not self._within_rate(len(frames)):
             self.close("RATE", "too many frames too fast")
             return
-        self._queue.extend(frames)
-        self._drain()
+        # In order; once a hello is being checked, the rest wait for it.
+        if self._waiting is not None:
+            self._waiting.extend(frames)
+            return
+        for at, raw in enumerate(frames):
+            if self.closed:
+                return
+            if self._busy:
+                self._waiting = deque(frames[at:])
+                return
+            self._handle(raw)
 
     def _within_rate(self, frames: int) -> bool:
         # A token bucket: frame_rate a second, bursts of twice that.
@@ -101,8 +114,11 @@ class DeviceProtocol(Protocol):
     def _drain(self) -> None:
         # Messages are handled one at a time and in order; a hello is
         # asynchronous, so whatever follows it waits for it.
-        while self._queue and not self._busy and not self.closed:
-            self._handle(self._queue.popleft())
+        waiting = self._waiting
+        while waiting and not self._busy and not self.closed:
+            self._handle(waiting.popleft())
+        if not self._busy:
+            self._waiting = None
 
     def _handle(self, raw: dict[str, Any]) -> None:
         try:
@@ -187,7 +203,7 @@ class DeviceProtocol(Protocol):
 
     def _lose(self) -> None:
         self.closed = True
-        self._queue.clear()
+        self._waiting = None
         self.transport.loseConnection()  # type: ignore[union-attr]
         # A TLS close waits for the peer's part of the shutdown; a silent
         # or hostile peer never sends it, so cut the link if it lingers.
@@ -241,7 +257,8 @@ class DeviceFactory(Factory):
         host = str(getattr(addr, "host", addr))
         self.open[host] = self.open.get(host, 0) + 1
         p = DeviceProtocol(self._engine, self._frame_rate)
-        p.on_lost = lambda: self._closed(host)
+        # A partial is smaller than a closure, and there is one a device.
+        p.on_lost = partial(self._closed, host)
         return p
 
     def _closed(self, host: str) -> None:
