@@ -19,7 +19,6 @@ from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -34,6 +33,7 @@ from msync.gateway.app import GatewayApp
 from msync.gateway.lean import GatewayFactory, adopter
 from msync.gateway.workers import Workers, default_count
 from msync.link.protocol import AddressGate, DeviceFactory
+from msync.link.tls import LeanTLSFactory
 from msync.metrics import Metrics
 from msync.settings import Settings, SettingsError, load_file, resolve
 from msync.store import StoreService, sweep_expired
@@ -182,7 +182,7 @@ def makeService(options: Options) -> IService:
         "devices",
         settings.device_port,
         AddressGate(
-            TLSMemoryBIOFactory(tls, False, devices),
+            LeanTLSFactory(tls, False, devices),
             devices,
             settings.per_address,
         ),
