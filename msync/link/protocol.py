@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -257,8 +256,7 @@ class DeviceFactory(Factory):
         host = str(getattr(addr, "host", addr))
         self.open[host] = self.open.get(host, 0) + 1
         p = DeviceProtocol(self._engine, self._frame_rate)
-        # A partial is smaller than a closure, and there is one a device.
-        p.on_lost = partial(self._closed, host)
+        p.on_lost = lambda: self._closed(host)
         return p
 
     def _closed(self, host: str) -> None:

@@ -18,6 +18,8 @@ frees them whenever they are empty.
 
 from __future__ import annotations
 
+from typing import Any
+
 # pyOpenSSL has no public way to replace a connection's memory BIOs; its
 # binding does (the same calls Connection.__init__ makes), and the
 # connection keeps the BIOs in two attributes.  renewable() checks that
@@ -84,8 +86,15 @@ class LeanTLSProtocol(BufferingTLSTransport):
     handshake is done, or once the connection is closing.
     """
 
-    _held = 0
-    _receiving = False
+    # Slots, not instance attributes: Twisted's TLS protocol already sets
+    # as many attributes as CPython shares between instances' dicts, and
+    # two more would give each connection a dict of its own (832 bytes).
+    __slots__ = ("_held", "_receiving")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held = 0
+        self._receiving = False
 
     def dataReceived(self, data: bytes) -> None:
         self._held = max(self._held, len(data))
