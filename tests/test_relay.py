@@ -217,6 +217,25 @@ class LinkTests(SynchronousTestCase):
         # The daemon said TAKEN and the worker closed its duplicate.
         self.assertRaises(OSError, os.fstat, sent[0])
 
+    def test_handoff_adopt_fails(self) -> None:
+        """A handed connection the daemon cannot adopt (its client left)
+        is logged and the link goes on."""
+
+        def refuse(fd: int, data: bytes) -> None:
+            raise OSError("gone")
+
+        self.daemon._adopt = refuse
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        self.daemon.fileDescriptorReceived(os.dup(a.fileno()))
+        self.daemon.dataReceived(msgpack.packb([HANDOFF, b"GET /"]))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertFalse(self.to_worker.disconnecting)
+        self.assertEqual(
+            msgpack.unpackb(self.to_worker.value(), raw=False), [TAKEN]
+        )
+
     def test_handoff_after_answers_closes(self) -> None:
         """A connection that already carried answers is closed, not
         handed over."""

@@ -262,6 +262,10 @@ class DaemonLink(Protocol):
             fd = self._fds.popleft()
             try:
                 self._adopt(fd, bytes(message[1]))
+            except Exception:
+                # The client may have gone already: that connection is
+                # lost, not the link.
+                _log.failure("adopting a handed connection failed")
             finally:
                 os.close(fd)
                 assert self.transport is not None
@@ -327,7 +331,7 @@ class WorkerLink(Protocol):
         reach the client after the daemon's.
         """
         connection: Any = transport
-        if fresh and self.transport is not None:
+        if fresh and self.transport is not None and connection.fileno() >= 0:
             descriptor = os.dup(connection.fileno())
             self._handed.append(descriptor)
             link: Any = self.transport

@@ -49,9 +49,9 @@ class GatewayWorkerTests(DaemonCase):
 
     def worker_number(self, pid: int) -> str:
         """The number the daemon gave the worker with C{pid}."""
-        numbers = dict(
-            (int(pid), n) for n, pid in _READY.findall(self.daemon.log())
-        )
+        numbers: dict[int, str] = {
+            int(found): n for n, found in _READY.findall(self.daemon.log())
+        }
         return numbers[pid]
 
     @inlineCallbacks
@@ -159,6 +159,16 @@ class GatewayWorkerTests(DaemonCase):
         pids = self.worker_pids()
         self.assertTrue(all(alive(pid) for pid in pids))
         self.daemon.terminate()
+        yield self.until(
+            lambda: not any(alive(pid) for pid in pids), "workers to end"
+        )
+
+    @inlineCallbacks
+    def test_killed_daemon_leaves_no_worker(self) -> Any:
+        """A daemon killed outright takes its workers with it: each sees
+        its link close and exits."""
+        pids = self.worker_pids()
+        self.daemon.kill()
         yield self.until(
             lambda: not any(alive(pid) for pid in pids), "workers to end"
         )
