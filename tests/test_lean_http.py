@@ -26,6 +26,7 @@ from msync.gateway.http import (
     too_large,
 )
 from msync.gateway.lean import MAX_PIPELINED, GatewayChannel
+from msync.gateway.workers import default_count
 from msync.metrics import Metrics
 from msync.model import AccessKey
 from msync.web import RootApp, front, site
@@ -245,6 +246,17 @@ class ReaderTests(SynchronousTestCase):
         self.assertEqual(
             [e.body for e in events if isinstance(e, Request)],
             [body for body, _ in bodies],
+        )
+
+
+class WorkerCountTests(SynchronousTestCase):
+    """How many gateway workers the daemon starts by default."""
+
+    def test_default_count(self) -> None:
+        """One per core but one, never below none nor above four."""
+        self.assertEqual(
+            [default_count(n) for n in (None, 1, 2, 3, 8, 64)],
+            [0, 0, 1, 2, 4, 4],
         )
 
 

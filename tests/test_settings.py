@@ -48,6 +48,8 @@ class SettingsTests(SynchronousTestCase):
             ({"log_format": "xml"}, "log-format"),
             ({"cert": "/nope.pem", "key": "/nope.key"}, "cert"),
             ({"data_dir": 5}, "data-dir"),
+            ({"gateway_workers": "-2"}, "gateway-workers"),
+            ({"gateway_workers": 65}, "gateway-workers"),
         ]
         for flags, name in cases:
             e = self.assertRaises(SettingsError, resolve, {}, flags)

@@ -81,7 +81,13 @@ class _Slot:
 
 @implementer(IPushProducer)
 class GatewayChannel(Protocol):
-    """One HTTP connection, read by the lean gateway reader."""
+    """
+    One HTTP connection, read by the lean gateway reader.
+
+    XXX: an idle keep-alive connection is kept until its client closes
+    it (twisted.web closed one after twelve idle hours); a shared timer
+    wheel would bound them without a timer per connection.
+    """
 
     def __init__(
         self, answer: Answerer, handoff: Handoff, max_body: int
