@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -9,9 +10,11 @@ from urllib.parse import urlencode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
 
 from msync.delivery.sender import Sender
 from msync.gateway import signing
@@ -376,6 +379,56 @@ class ChannelTests(SynchronousTestCase):
         self.channel.connectionLost()
         self.gateway.calls[0][2].callback(b"{}")
         self.assertEqual(self.transport.value(), b"")
+
+
+class SocketTransport(StringTransport):
+    """A string transport over a real socket, as TCP transports are."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        # Only what the channel uses of a TCP transport is here.
+        directlyProvides(self, ITCPTransport)
+
+    def getHandle(self) -> socket.socket:
+        return self.sock
+
+
+class DirectSendTests(SynchronousTestCase):
+    """Answers go straight to a TCP socket while it takes them."""
+
+    def setUp(self) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.addCleanup(self.ours.close)
+        self.addCleanup(self.theirs.close)
+        self.gateway = FakeGateway()
+        self.channel = GatewayChannel(
+            self.gateway.answer, lambda *a: None, LIMIT
+        )
+        self.transport = SocketTransport(self.ours)
+        self.channel.makeConnection(self.transport)
+
+    def test_straight_to_socket(self) -> None:
+        """A small answer is sent on the socket, not buffered."""
+        self.channel.dataReceived(post(b""))
+        self.gateway.calls[0][2].callback(b"{}")
+        self.assertEqual(self.transport.value(), b"")
+        self.assertTrue(self.theirs.recv(1000).endswith(b"\r\n\r\n{}"))
+
+    def test_full_socket_falls_back_in_order(self) -> None:
+        """Once the socket is full, the rest and everything after it goes
+        through the transport, in order."""
+        self.ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.channel.dataReceived(post(b"") * 3)
+        big = b"x" * 2_000_000
+        self.gateway.calls[0][2].callback(big)
+        self.gateway.calls[1][2].callback(b'"second"')
+        self.gateway.calls[2][2].callback(b'"third"')
+        buffered = self.transport.value()
+        self.assertTrue(buffered.endswith(b'"third"'))
+        self.assertLess(buffered.index(b'"second"'), buffered.index(b"third"))
+        self.assertGreater(len(buffered), 0)
 
 
 class FrontTests(SynchronousTestCase):
