@@ -94,6 +94,16 @@ class ReaderTests(SynchronousTestCase):
         )
         self.assertTrue(event.keep_alive)
 
+    def test_repeated_header(self) -> None:
+        """A repeated header keeps its last value, as twisted.web's
+        getHeader has it; repeated lengths must agree."""
+        [event] = read(post(b"", extra=b"Content-Type: text/plain\r\n"))
+        assert isinstance(event, Request)
+        self.assertEqual(event.headers[b"content-type"], b"text/plain")
+        [same] = read(post(b"ab", extra=b"Content-Length: 2\r\n"))
+        assert isinstance(same, Request)
+        self.assertEqual(same.body, b"ab")
+
     def test_bytewise(self) -> None:
         """Fed one byte at a time, the same requests come out."""
         data = post(b"x=1") + chunked(b"hello world") + post(b"")

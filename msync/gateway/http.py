@@ -70,7 +70,7 @@ class Request:
 
     target: bytes
     headers: dict[bytes, bytes]
-    """Lower-cased names; a repeated header's values joined by C{, }."""
+    """Lower-cased names; a repeated header keeps its last value."""
     body: bytes
     keep_alive: bool
 
@@ -179,6 +179,7 @@ class RequestReader:
         if len(lines) > MAX_HEADERS:
             return Refusal(431, "too many headers")
         headers: dict[bytes, bytes] = {}
+        joined: dict[bytes, bytes] = {}
         for header in lines:
             if not header:
                 continue
@@ -189,11 +190,14 @@ class RequestReader:
             if _CONTROL.search(value):
                 return Refusal(400, "control character in a header")
             name = name.lower()
-            if name in headers:
-                headers[name] += b", " + value
+            # The request keeps the last value, as twisted.web's
+            # getHeader gives it; framing looks at every value.
+            headers[name] = value
+            if name in joined:
+                joined[name] += b", " + value
             else:
-                headers[name] = value
-        return self._framing(target, version, headers)
+                joined[name] = value
+        return self._framing(target, version, headers, joined)
 
     def _foreign_or(self, status: int, reason: str) -> Event:
         # A long first line that is plainly not ours is twisted.web's to
@@ -203,18 +207,22 @@ class RequestReader:
         return Refusal(status, reason)
 
     def _framing(
-        self, target: bytes, version: bytes, headers: dict[bytes, bytes]
+        self,
+        target: bytes,
+        version: bytes,
+        headers: dict[bytes, bytes],
+        joined: dict[bytes, bytes],
     ) -> Event | None:
         tokens = {
             t.strip().lower()
-            for t in headers.get(b"connection", b"").split(b",")
+            for t in joined.get(b"connection", b"").split(b",")
         }
         if version == b"HTTP/1.1":
             keep_alive = b"close" not in tokens
         else:
             keep_alive = b"keep-alive" in tokens
-        coding = headers.get(b"transfer-encoding")
-        declared = headers.get(b"content-length")
+        coding = joined.get(b"transfer-encoding")
+        declared = joined.get(b"content-length")
         length: int | None
         if coding is not None:
             # Both framings at once is how requests are smuggled.
@@ -236,7 +244,7 @@ class RequestReader:
         self._chunks = []
         self._chunked_size = 0
         self._in_trailers = False
-        expect = headers.get(b"expect", b"").lower()
+        expect = joined.get(b"expect", b"").lower()
         if expect == b"100-continue" and length != 0:
             return Continue()
         return self._next()
