@@ -34,6 +34,7 @@ from typing import Any
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from OpenSSL.SSL import Connection, WantReadError
+from twisted.internet.interfaces import ITransport
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 
 #: Bytes a BIO may have held before its buffer is worth giving back.  A
@@ -93,15 +94,29 @@ class LeanTLSProtocol(BufferingTLSTransport):
     handshake is done, or once the connection is closing.
     """
 
-    # Slots, not instance attributes: Twisted's TLS protocol already sets
-    # as many attributes as CPython shares between instances' dicts, and
-    # two more would give each connection a dict of its own (832 bytes).
+    # Slots, not instance attributes: set late in a connection's life,
+    # after a burst of connections, attributes find no room left in the
+    # key table CPython shares between instances (see makeConnection),
+    # and each connection got a dict of its own (832 bytes).
     __slots__ = ("_held", "_receiving")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held = 0
         self._receiving = False
+
+    def makeConnection(self, transport: ITransport) -> None:
+        # CPython 3.11 shares one key table among a class's instances, but
+        # each new instance shrinks the room left for new keys.  The TCP
+        # transport sets two attributes only at its first write; after a
+        # burst of connections (a restart, when every device comes back)
+        # there is no room left and every transport gets a dict of its
+        # own, 832 bytes.  Setting them now, to the values they already
+        # have, puts them in the shared table with the first connection.
+        for name in ("dataBuffer", "offset"):
+            if hasattr(transport, name):
+                setattr(transport, name, getattr(transport, name))
+        super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
         self._held = max(self._held, len(data))
