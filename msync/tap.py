@@ -200,7 +200,7 @@ def makeService(options: Options) -> IService:
         secure_cookies=settings.http_port.startswith("ssl:"),
     )
     pages = Root(web.resource(), console.resource(), ConsolePages().resource())
-    http_front = front(site(pages), gateway)
+    http_front = front(site(pages), gateway, reactor)
     listener = _listener("HTTP", settings.http_port, http_front, reactor)
     listener.setServiceParent(root)
     workers = _gateway_workers(

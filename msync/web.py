@@ -11,6 +11,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -159,13 +160,16 @@ def site(root: IResource) -> Site:
 
 
 def front(
-    http: Site, gateway: GatewayApp, max_body: int = MAX_BODY
+    http: Site,
+    gateway: GatewayApp,
+    clock: IReactorTime,
+    max_body: int = MAX_BODY,
 ) -> GatewayFactory:
     """
     The HTTP listener's factory: C{POST /gateway.do} answered by the lean
     reader (L{msync.gateway.lean}), every other request by C{http}.
     """
-    return GatewayFactory(gateway.calls.answer, to_site(http), max_body)
+    return GatewayFactory(gateway.calls.answer, to_site(http), max_body, clock)
 
 
 def _json(body: dict[str, Any]) -> bytes:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
@@ -28,7 +29,7 @@ from msync.gateway.http import (
     RequestReader,
     too_large,
 )
-from msync.gateway.lean import MAX_PIPELINED, GatewayChannel
+from msync.gateway.lean import MAX_PIPELINED, GatewayChannel, GatewayFactory
 from msync.gateway.workers import default_count
 from msync.metrics import Metrics
 from msync.model import AccessKey
@@ -297,6 +298,54 @@ class Inner(Protocol):
         self.received += data
 
 
+class IdleTests(SynchronousTestCase):
+    """Idle keep-alive connections are closed by one shared sweep."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.gateway = FakeGateway()
+        self.factory = GatewayFactory(
+            self.gateway.answer, self.handoff, LIMIT, self.clock, 100.0
+        )
+
+    def handoff(self, transport: Any, data: bytes, fresh: bool) -> None:
+        raise AssertionError("nothing is handed over here")
+
+    def connect(self) -> tuple[GatewayChannel, StringTransport]:
+        channel = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def test_idle_closed_busy_kept(self) -> None:
+        """A connection silent past the timeout is closed; one waiting
+        for an answer, or heard from lately, is kept."""
+        _, idle_t = self.connect()
+        busy, busy_t = self.connect()
+        lively, lively_t = self.connect()
+        busy.dataReceived(post(b"n=1"))
+        self.clock.advance(75)
+        lively.dataReceived(post(b"n=2"))
+        self.gateway.calls[-1][2].callback(b"{}")
+        self.clock.advance(50)
+        self.assertTrue(idle_t.disconnecting)
+        self.assertFalse(busy_t.disconnecting)
+        self.assertFalse(lively_t.disconnecting)
+        self.clock.advance(100)
+        self.assertFalse(busy_t.disconnecting)
+        self.assertTrue(lively_t.disconnecting)
+        self.gateway.calls[0][2].callback(b"{}")
+        self.clock.advance(125)
+        self.assertTrue(busy_t.disconnecting)
+
+    def test_sweep_stops_with_the_last_connection(self) -> None:
+        """No timer runs while no connection is open."""
+        channel, _ = self.connect()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        channel.connectionLost()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
 class ChannelTests(SynchronousTestCase):
     """L{GatewayChannel} over a string transport."""
 
@@ -452,7 +501,7 @@ class FrontTests(SynchronousTestCase):
         gateway = GatewayApp(w.store, Sender(w.engine), w.clock)
         http = site(RootApp(w.store, gateway, Metrics()).resource())
         http.timeOut = None
-        self.factory = front(http, gateway)
+        self.factory = front(http, gateway, w.clock)
         self.w = w
 
     def exchange(self, raw: bytes) -> bytes:

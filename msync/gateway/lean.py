@@ -23,11 +23,13 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IPushProducer,
+    IReactorTime,
     ISSLTransport,
     ITCPTransport,
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -66,6 +68,10 @@ Handoff = Callable[[ITransport, bytes, bool], Protocol | None]
 #: Requests read ahead of their answers before reading pauses.
 MAX_PIPELINED = 64
 
+#: Seconds a keep-alive connection may wait idle for its client's next
+#: request before it is closed.
+IDLE_TIMEOUT = 300.0
+
 _JSON_HEADERS = (
     (b"Content-Type", b"application/json;charset=utf-8"),
     (b"Cache-Control", b"no-store"),
@@ -90,14 +96,21 @@ class GatewayChannel(Protocol):
     """
     One HTTP connection, read by the lean gateway reader.
 
-    XXX: an idle keep-alive connection is kept until its client closes
-    it (twisted.web closed one after twelve idle hours); a shared timer
-    wheel would bound them without a timer per connection.
+    A keep-alive connection that sends nothing and waits for no answer
+    for L{GatewayFactory.idle_timeout} seconds is closed by its factory's
+    shared sweep (no timer per connection).
     """
 
     def __init__(
-        self, answer: Answerer, handoff: Handoff, max_body: int
+        self,
+        answer: Answerer,
+        handoff: Handoff,
+        max_body: int,
+        factory: GatewayFactory | None = None,
     ) -> None:
+        self._factory = factory
+        self.heard = factory.clock.seconds() if factory else 0.0
+        """When the client last sent anything, or was last answered."""
         self._answer = answer
         self._handoff = handoff
         self._max_body = max_body
@@ -119,11 +132,20 @@ class GatewayChannel(Protocol):
         if plain and not ISSLTransport.providedBy(transport):
             self._socket = transport.getHandle()
         transport.registerProducer(self, True)
+        if self._factory is not None:
+            self._factory.opened(self)
+
+    @property
+    def idle(self) -> bool:
+        """Whether the connection waits for nothing but its client."""
+        return self._inner is None and not self._slots
 
     def dataReceived(self, data: bytes) -> None:
         if self._inner is not None:
             self._inner.dataReceived(data)
             return
+        if self._factory is not None:
+            self.heard = self._factory.clock.seconds()
         if self._closing or self._foreign is not None:
             return
         for event in self._reader.feed(data):
@@ -166,6 +188,8 @@ class GatewayChannel(Protocol):
 
     def _answered(self, body: bytes, slot: _Slot) -> None:
         slot.data = response(200, body, _JSON_HEADERS, not slot.close)
+        if self._factory is not None:
+            self.heard = self._factory.clock.seconds()
         self._flush()
 
     def _failed(self, failure: Failure, slot: _Slot) -> None:
@@ -227,6 +251,8 @@ class GatewayChannel(Protocol):
         transport.resumeProducing()
 
     def connectionLost(self, reason: Failure = _DONE) -> None:
+        if self._factory is not None:
+            self._factory.closed(self)
         self._slots.clear()
         if self._inner is not None:
             self._inner.connectionLost(reason)
@@ -256,19 +282,54 @@ class GatewayChannel(Protocol):
 
 
 class GatewayFactory(Factory):
-    """Builds a L{GatewayChannel} for every connection."""
+    """
+    Builds a L{GatewayChannel} for every connection, and closes those
+    left idle for C{idle_timeout} seconds, in one sweep for all of them
+    that runs while any is open.
+    """
 
     noisy = False
 
     def __init__(
-        self, answer: Answerer, handoff: Handoff, max_body: int
+        self,
+        answer: Answerer,
+        handoff: Handoff,
+        max_body: int,
+        clock: IReactorTime,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.answer = answer
         self.handoff = handoff
         self.max_body = max_body
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self._open: set[GatewayChannel] = set()
+        self._sweep = LoopingCall(self.sweep)
+        self._sweep.clock = clock
 
     def buildProtocol(self, addr: IAddress | None) -> GatewayChannel:
-        return GatewayChannel(self.answer, self.handoff, self.max_body)
+        return GatewayChannel(self.answer, self.handoff, self.max_body, self)
+
+    def opened(self, channel: GatewayChannel) -> None:
+        self._open.add(channel)
+        if not self._sweep.running:
+            self._sweep.start(self.idle_timeout / 4, now=False)
+
+    def closed(self, channel: GatewayChannel) -> None:
+        self._open.discard(channel)
+        if not self._open and self._sweep.running:
+            self._sweep.stop()
+
+    def sweep(self) -> None:
+        """Close every connection idle for too long."""
+        limit = self.clock.seconds() - self.idle_timeout
+        for channel in list(self._open):
+            if channel.idle and channel.heard < limit:
+                self._open.discard(channel)
+                if channel.transport is not None:
+                    channel.transport.loseConnection()
+        if not self._open and self._sweep.running:
+            self._sweep.stop()
 
 
 def to_site(site: Any) -> Handoff:

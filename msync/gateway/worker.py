@@ -93,7 +93,9 @@ def run(reactor: Any, argv: list[str]) -> None:
 
     link = WorkerLink(reactor, stop)
     gateway = Gateway(Checks(store, reactor, options.skew), link.take)
-    factory = GatewayFactory(gateway.answer, link.handoff, options.max_body)
+    factory = GatewayFactory(
+        gateway.answer, link.handoff, options.max_body, reactor
+    )
 
     reactor.adoptStreamConnection(
         options.link_fd, socket.AF_UNIX, OneProtocol(link)
