@@ -84,16 +84,7 @@ def _decode_component(raw: bytes, where: str) -> str:
             raise GatewayError(
                 INVALID_PARAMETER, f"the {where} is not UTF-8"
             ) from e
-    if _BAD_ESCAPE.search(raw):
-        raise GatewayError(
-            INVALID_PARAMETER, f"bad percent-encoding in the {where}"
-        )
-    try:
-        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise GatewayError(
-            INVALID_PARAMETER, f"the {where} is not UTF-8 once decoded"
-        ) from e
+    return _unescape(raw, where)
 
 
 def decode_form(data: bytes, where: str) -> list[tuple[str, str]]:
@@ -121,19 +112,18 @@ def decode_form(data: bytes, where: str) -> list[tuple[str, str]]:
             continue
         name, _, value = piece.partition("=")
         if "%" in name or "+" in name:
-            name = _unescape(name, where)
+            name = _unescape(name.encode("utf-8"), where)
         if not name:
             raise GatewayError(
                 INVALID_PARAMETER, f"a parameter in the {where} has no name"
             )
         if "%" in value or "+" in value:
-            value = _unescape(value, where)
+            value = _unescape(value.encode("utf-8"), where)
         pairs.append((name, value))
     return pairs
 
 
-def _unescape(text: str, where: str) -> str:
-    raw = text.encode("utf-8")
+def _unescape(raw: bytes, where: str) -> str:
     if _BAD_ESCAPE.search(raw):
         raise GatewayError(
             INVALID_PARAMETER, f"bad percent-encoding in the {where}"
