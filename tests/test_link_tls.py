@@ -24,23 +24,6 @@ from msync.link.tls import RELEASE_AT, LeanTLSFactory, renewable
 from msync.tls import server_options
 
 
-class Echo(Protocol):
-    """Says its greeting, writes back whatever it receives, and keeps a
-    copy."""
-
-    def __init__(self, greeting: bytes = b"") -> None:
-        self.greeting = greeting
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        if self.greeting:
-            self.transport.write(self.greeting)  # type: ignore[union-attr]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        self.transport.write(data)  # type: ignore[union-attr]
-
-
 class Sink(Protocol):
     """Says its greeting and keeps what it receives."""
 
@@ -54,6 +37,14 @@ class Sink(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
+
+
+class Echo(Sink):
+    """A L{Sink} that also writes back whatever it receives."""
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self.transport.write(data)  # type: ignore[union-attr]
 
 
 class Conversation:

@@ -879,7 +879,7 @@ class Engine:
             for s in session.dirty
         ]
         points += self._users.points(session)
-        session.dirty = set()
+        session.dirty.clear()
         pushes = arrivals = 0
         if points or final:
             pushes, arrivals = session.pushes, session.arrivals
@@ -939,7 +939,7 @@ class Engine:
                 for s in session.dirty
             ]
             points += self._users.points(session)
-            session.dirty = set()
+            session.dirty.clear()
             if session.pushes or session.arrivals:
                 counts.append(
                     (

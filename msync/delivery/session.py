@@ -179,6 +179,27 @@ class Stream:
 class Session:
     """One online device: its connection, identity, streams and window."""
 
+    __slots__ = (
+        "arrivals",
+        "audience",
+        "closed",
+        "connected",
+        "device_id",
+        "dirty",
+        "inflight_bytes",
+        "inflight_ops",
+        "instance_id",
+        "last_heard",
+        "link",
+        "pushes",
+        "session_id",
+        "streams",
+        "user_id",
+        "validated",
+        "waiters",
+        "writing",
+    )
+
     def __init__(
         self,
         link: Link,
