@@ -36,6 +36,7 @@ _BIZ_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 _VERSION = re.compile(r"\d{1,9}(\.\d{1,9}){0,7}\Z")
 _MAX_LINK = 128
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class ValidationError(ValueError):
@@ -126,7 +127,7 @@ def check_link(name: str, value: str) -> str:
         raise ValidationError(name, "must not be empty")
     if len(value.encode("utf-8")) > _MAX_LINK:
         raise ValidationError(name, f"must be at most {_MAX_LINK} bytes")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if _CONTROL.search(value):
         raise ValidationError(name, "must not hold control characters")
     return value
 

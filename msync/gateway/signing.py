@@ -73,15 +73,29 @@ def _escape(match: re.Match[str]) -> str:
     return "".join([_ENCODED[b] for b in match.group().encode("utf-8")])
 
 
+_UNSAFE_ASCII = re.compile(r"[^A-Za-z0-9._~-]")
+
+
 def percent_encode(text: str) -> str:
     """
     Percent-encode the UTF-8 bytes of C{text} as RFC 3986 does: the
     unreserved characters stay, every other byte becomes C{%XX} in
     upper-case hex (so a space is C{%20}, never C{+}).
     """
-    # The scan runs in C; Python sees only the runs that need escaping
-    # (a base64 payload has a few C{+}, C{/} and C{=} in hundreds).
-    return _UNSAFE.sub(_escape, text)
+    # Everything here runs in C but a step per distinct character to
+    # escape: ASCII text (nearly every parameter; a base64 payload has
+    # only C{+}, C{/} and C{=} to escape) is rewritten one such
+    # character at a time, C{%} first so that no escape is escaped
+    # again; other text by a scan that hands Python each run to escape.
+    if not text.isascii():
+        return _UNSAFE.sub(_escape, text)
+    unsafe = set(_UNSAFE_ASCII.findall(text))
+    if "%" in unsafe:
+        unsafe.discard("%")
+        text = text.replace("%", "%25")
+    for c in unsafe:
+        text = text.replace(c, _ENCODED[ord(c)])
+    return text
 
 
 def canonical(params: Mapping[str, str]) -> str:
