@@ -206,6 +206,8 @@ def makeService(options: Options) -> IService:
     workers = _gateway_workers(
         settings, reactor, gateway, http_front, listener, root
     )
+    if workers is not None:
+        store.on_catalog_change(workers.catalog_changed)
     _Ready(reactor, bootstrap, workers).setServiceParent(root)
     return root
 

@@ -55,7 +55,7 @@ class RootApp:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         try:
-            self._store.setting("probe")
+            self._store.probe()
         except Exception as e:
             _log.warn("health check failed: {error}", error=repr(e))
             request.setResponseCode(503)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import reactor
@@ -401,6 +402,31 @@ class Contract:
         self.assertEqual(self.store.access_keys(), [key])
 
     @inlineCallbacks
+    def test_catalog_remembered_until_changed(self) -> Any:
+        """Instances, keys and settings read again after any change to
+        them, and each durable change is announced once."""
+        changes: list[object] = []
+        self.store.on_catalog_change(
+            lambda: changes.append(self.store.access_key("AK1"))
+        )
+        self.assertIsNone(self.store.instance("ws_app"))
+        self.assertIsNone(self.store.access_key("AK1"))
+        self.assertEqual(self.store.setting("signature_check", True), True)
+        yield self._instance()
+        self.assertEqual(self.store.instance("ws_app").instance_id, "ws_app")
+        key = AccessKey("AK1", "s3cret", ("ws_app",), NOW)
+        yield self.store.put_access_key(key)
+        self.assertEqual(self.store.access_key("AK1"), key)
+        revoked = AccessKey("AK1", "s3cret", ("ws_app",), NOW, revoked=True)
+        yield self.store.put_access_key(revoked)
+        self.assertTrue(self.store.access_key("AK1").revoked)
+        yield self.store.put_setting("signature_check", False)
+        self.assertIs(self.store.setting("signature_check", True), False)
+        # Each listener call saw its change already readable.
+        self.assertEqual(changes, [None, key, revoked, revoked])
+        self.store.probe()
+
+    @inlineCallbacks
     def test_admins_and_tokens(self) -> Any:
         """Admins list by name; tokens read back and can be revoked."""
         yield self.store.put_admin("root", "h1")
@@ -593,6 +619,24 @@ class LMDBOnlyTests(TestCase):
         again = yield store.append(op())
         self.assertGreater(again.op_id, r.op_id)
         self.assertEqual(len(store.read_after(ALICE, 0, 9, NOW)), 2)
+
+    @inlineCallbacks
+    def test_reader_remembers_until_told(self) -> Any:
+        """A read-only view of a store another writer changes keeps what
+        it read until told to forget (the daemon tells gateway
+        workers)."""
+        engine = LMDBEngine(self.path, reactor, map_size=2**28)
+        store = Store(engine)
+        store.open()
+        self.addCleanup(store.close)
+        key = AccessKey("AK1", "s3cret", (), NOW)
+        yield store.put_access_key(key)
+        view = Store(engine)
+        self.assertEqual(view.access_key("AK1"), key)
+        yield store.put_access_key(replace(key, revoked=True))
+        self.assertFalse(view.access_key("AK1").revoked)
+        view.forget()
+        self.assertTrue(view.access_key("AK1").revoked)
 
     @inlineCallbacks
     def test_group_commit_shares_transactions(self) -> Any:

@@ -80,7 +80,8 @@ def run(reactor: Any, argv: list[str]) -> None:
     )
 
     # The worker reads keys, instances and the signature switch; every
-    # write is the daemon's.
+    # write is the daemon's, which says over the link when the catalog
+    # changed.
     reader: Any = LMDBReader(options.data_dir)
     store = Store(reader)
 
@@ -91,7 +92,7 @@ def run(reactor: Any, argv: list[str]) -> None:
         except ReactorNotRunning:
             pass
 
-    link = WorkerLink(reactor, stop)
+    link = WorkerLink(reactor, stop, store.forget)
     gateway = Gateway(Checks(store, reactor, options.skew), link.take)
     factory = GatewayFactory(
         gateway.answer, link.handoff, options.max_body, reactor

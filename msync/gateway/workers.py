@@ -98,6 +98,7 @@ class Workers(Service):
         self._processes: dict[int, _Worker] = {}
         self._restarts: dict[int, IDelayedCall] = {}
         self._ready: set[DaemonLink] = set()
+        self._links: set[DaemonLink] = set()
         self._first: Deferred[None] | None = Deferred()
         self._first_timeout: IDelayedCall | None = None
 
@@ -112,6 +113,15 @@ class Workers(Service):
         waiting: Deferred[None] = Deferred()
         self._first.addCallback(lambda _: waiting.callback(None))
         return waiting
+
+    def catalog_changed(self) -> None:
+        """
+        Tell every worker that the catalog changed (wire this to
+        L{msync.store.Store.on_catalog_change}), ready or not: a worker
+        still starting may already have read the old values.
+        """
+        for link in list(self._links):
+            link.catalog_changed()
 
     def listen_on(self, port: Any) -> None:
         """Use C{port} (a bound TCP port) as the workers' listener."""
@@ -155,6 +165,7 @@ class Workers(Service):
             self._reactor.adoptStreamConnection(
                 ours.fileno(), socket.AF_UNIX, OneProtocol(link)
             )
+            self._links.add(link)
             worker = _Worker(self, n)
             argv = [
                 sys.executable,
@@ -205,6 +216,7 @@ class Workers(Service):
 
     def _link_lost(self, link: DaemonLink) -> None:
         self._ready.discard(link)
+        self._links.discard(link)
         if not self._ready and self._listening():
             self._port.startReading()
 

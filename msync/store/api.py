@@ -32,7 +32,7 @@ from msync.model import (
 from msync.store import catalog, deliveries, oplog
 from msync.store.interfaces import Listener
 from msync.store.oplog import SweepResult
-from msync.store.tables import Engine, Tables
+from msync.store.tables import Engine, T, Tables
 
 _log = Logger()
 
@@ -41,6 +41,8 @@ RETENTION_DAYS = 30
 
 #: The most a single sweep transaction removes of each kind.
 SWEEP_BUDGET = 5000
+
+_UNSET = object()
 
 #: The largest page a read returns.
 MAX_PAGE = 10_000
@@ -57,8 +59,50 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._listeners: list[Listener] = []
+        # Instances, access keys and settings are read on every gateway
+        # call: they are remembered until the catalog changes.
+        self._memo: dict[tuple[str, str], object] = {}
+        self._catalog_listeners: list[Callable[[], object]] = []
         self.epoch = 0
         """The identity of this store's logs; set by L{open}."""
+
+    def _remembered(self, kind: str, name: str, read: Callable[[], T]) -> T:
+        key = (kind, name)
+        try:
+            return self._memo[key]  # type: ignore[return-value]
+        except KeyError:
+            value = self._memo[key] = read()
+            return value
+
+    def forget(self) -> None:
+        """
+        Drop what is remembered of the catalog.
+
+        A store that another process writes (a gateway worker's
+        read-only view) must be told whenever that process changes an
+        instance, an access key or a setting; this store's own writes
+        call it themselves.
+        """
+        self._memo.clear()
+
+    def on_catalog_change(self, listener: Callable[[], object]) -> None:
+        """Call C{listener} once each change to the catalog is durable."""
+        self._catalog_listeners.append(listener)
+
+    def _catalog_write(self, fn: Callable[[Tables], T]) -> Deferred[T]:
+        # Forget now, and again once the write is durable: a read in
+        # between may have remembered the old value.
+        self.forget()
+        return self._engine.write(fn).addBoth(self._changed)
+
+    def _changed(self, result: T) -> T:
+        self.forget()
+        for listener in list(self._catalog_listeners):
+            try:
+                listener()
+            except Exception:
+                _log.failure("catalog listener failed")
+        return result
 
     def open(self) -> None:
         """Open the engine and check or write the schema."""
@@ -185,14 +229,19 @@ class Store:
 
     def put_instance(self, instance: Instance) -> Deferred[None]:
         """Create or replace an instance."""
-        return self._engine.write(
+        return self._catalog_write(
             partial(catalog.put_instance, instance=instance)
         )
 
     def instance(self, instance_id: str) -> Instance | None:
         """Return an instance, or L{None}."""
-        return self._engine.read(
-            partial(catalog.get_instance, instance_id=instance_id)
+        return self._remembered(
+            "instance",
+            instance_id,
+            partial(
+                self._engine.read,
+                partial(catalog.get_instance, instance_id=instance_id),
+            ),
         )
 
     def instances(self) -> list[Instance]:
@@ -201,12 +250,17 @@ class Store:
 
     def put_access_key(self, key: AccessKey) -> Deferred[None]:
         """Create or replace an access key."""
-        return self._engine.write(partial(catalog.put_access_key, key=key))
+        return self._catalog_write(partial(catalog.put_access_key, key=key))
 
     def access_key(self, access_key: str) -> AccessKey | None:
         """Return an access key, or L{None}."""
-        return self._engine.read(
-            partial(catalog.get_access_key, access_key=access_key)
+        return self._remembered(
+            "access_key",
+            access_key,
+            partial(
+                self._engine.read,
+                partial(catalog.get_access_key, access_key=access_key),
+            ),
         )
 
     def access_keys(self) -> list[AccessKey]:
@@ -253,15 +307,29 @@ class Store:
 
     def put_setting(self, name: str, value: object) -> Deferred[None]:
         """Set a server-wide setting."""
-        return self._engine.write(
+        return self._catalog_write(
             partial(catalog.put_setting, name=name, value=value)
         )
 
     def setting(self, name: str, default: object = None) -> object:
         """Return a server-wide setting, or C{default}."""
-        return self._engine.read(
-            partial(catalog.get_setting, name=name, default=default)
+        value = self._remembered(
+            "setting",
+            name,
+            partial(
+                self._engine.read,
+                partial(catalog.get_setting, name=name, default=_UNSET),
+            ),
         )
+        return default if value is _UNSET else value
+
+    def probe(self) -> None:
+        """
+        Read the store, past anything remembered (for health checks).
+
+        @raise Exception: whatever the engine raises when it cannot read.
+        """
+        self._engine.read(partial(catalog.get_setting, name="probe"))
 
     def add_config(self, config: SyncConfig) -> Deferred[SyncConfig]:
         """Create a sync config (see L{catalog.add_config})."""

@@ -136,6 +136,7 @@ class DaemonCase(TestCase):
         self.data_dir = tempfile.mkdtemp(prefix="msync-e2e-")
         self.addCleanup(shutil.rmtree, self.data_dir, True)
         seed(self.data_dir, f"http://127.0.0.1:{port}/validate")
+        self.seed_more(self.data_dir)
         self.daemon = Daemon(self.data_dir, *self.http_port)
         self.addCleanup(self.daemon.kill)
         self.daemon.start(wait_for=("HTTP", "devices"))
@@ -150,6 +151,9 @@ class DaemonCase(TestCase):
             SECRET,
             clock=reactor,
         )
+
+    def seed_more(self, data_dir: str) -> None:
+        """Add to the daemon's data before it starts (nothing here)."""
 
     def device(
         self, device_id: str | None = None, **kw: Any

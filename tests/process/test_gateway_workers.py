@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.web.http_headers import Headers
 
+from msync.auth import hash_password
+from msync.console.admin_client import AdminClient
 from msync.gateway.app import METHOD
 from msync.gateway.client import build_request, business_params, read_result
+from msync.store import LMDBEngine, catalog
 from msync.testing import BOUND
 from tests.process.test_end_to_end import INSTANCE, KEY, SECRET, DaemonCase
 
@@ -43,6 +46,14 @@ class GatewayWorkerTests(DaemonCase):
 
     http_port = ["--gateway-workers", "2"]
 
+    def seed_more(self, data_dir: str) -> None:
+        """An admin, to change keys and settings while workers run."""
+        hashed = hash_password("admin-password")
+        LMDBEngine.offline(
+            data_dir,
+            lambda tx: catalog.put_admin(tx, "admin", hashed),
+        )
+
     def worker_pids(self) -> list[int]:
         """The pids of every worker that said it was ready, in order."""
         return [int(pid) for _, pid in _READY.findall(self.daemon.log())]
@@ -63,7 +74,7 @@ class GatewayWorkerTests(DaemonCase):
                 raise AssertionError(f"timed out waiting for {what}")
             yield deferLater(reactor, 0.05, lambda: None)
 
-    def post(self, req_msg_id: str, third: str) -> Any:
+    def post(self, req_msg_id: str, third: str, secret: str = SECRET) -> Any:
         """One signed call on a fresh connection; its answer's body."""
         business = business_params(
             INSTANCE, "CHAT", b"hi", third, link_token="bob"
@@ -71,7 +82,7 @@ class GatewayWorkerTests(DaemonCase):
         url, body = build_request(
             self.daemon.http_url + "/gateway.do",
             KEY,
-            SECRET,
+            secret,
             METHOD,
             business,
             now=time.time(),
@@ -102,6 +113,52 @@ class GatewayWorkerTests(DaemonCase):
         yield inbox.count(1)
         self.assertEqual(inbox.messages[0].payload, b"via worker")
         self.assertEqual(str(inbox.messages[0].op_id), result.op_log_id)
+
+    @inlineCallbacks
+    def calls(self, n: int, secret: str = SECRET) -> Any:
+        """C{n} calls on fresh connections, signed with C{secret}; their
+        result codes."""
+        codes = []
+        for _ in range(n):
+            req_msg_id = uuid.uuid4().hex
+            body = yield self.post(req_msg_id, uuid.uuid4().hex, secret)
+            codes.append(read_result(body, SECRET, req_msg_id).result_code)
+        return codes
+
+    @inlineCallbacks
+    def answered(self, code: str, secret: str = SECRET) -> Any:
+        """
+        Call until a call is answered C{code}, then check that the next
+        ones are too: the daemon's word crosses the link as the console
+        answers, so the first call after may still be read by a worker
+        that has not heard it yet; none after it may.
+        """
+        deadline = time.monotonic() + BOUND
+        while (yield self.calls(1, secret)) != [code]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no call answered {code}")
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual((yield self.calls(6, secret)), [code] * 6)
+
+    @inlineCallbacks
+    def test_catalog_changes_reach_workers(self) -> Any:
+        """Workers remember keys and settings they read, and forget them
+        when the daemon changes them: turning signature checks off is
+        obeyed, and a revoked key is refused, by every worker."""
+        self.assertEqual((yield self.calls(6)), ["OK"] * 6)
+        self.assertEqual(
+            (yield self.calls(1, "wrong")), ["INVALID_SIGNATURE"]
+        )
+        admin = AdminClient(self.http, self.daemon.http_url, clock=reactor)
+        yield Deferred.fromCoroutine(admin.login("admin", "admin-password"))
+        yield Deferred.fromCoroutine(
+            admin.call("PATCH", "/settings", {"signature_check": False})
+        )
+        yield self.answered("OK", "wrong")
+        yield Deferred.fromCoroutine(
+            admin.call("POST", f"/keys/{KEY}/revoke")
+        )
+        yield self.answered("ACCESS_DENIED")
 
     @inlineCallbacks
     def test_replay_refused_across_connections(self) -> Any:
