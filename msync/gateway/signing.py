@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import re
+from functools import lru_cache
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -89,7 +90,10 @@ def percent_encode(text: str) -> str:
     # again; other text by a scan that hands Python each run to escape.
     if not text.isascii():
         return _UNSAFE.sub(_escape, text)
-    unsafe = set(_UNSAFE_ASCII.findall(text))
+    found = _UNSAFE_ASCII.findall(text)
+    if not found:
+        return text
+    unsafe = set(found)
     if "%" in unsafe:
         unsafe.discard("%")
         text = text.replace("%", "%25")
@@ -105,10 +109,16 @@ def canonical(params: Mapping[str, str]) -> str:
     C{E(name)=E(value)} and joined with C{&}.
     """
     return "&".join(
-        f"{percent_encode(name)}={percent_encode(params[name])}"
+        f"{_encoded_name(name)}={percent_encode(params[name])}"
         for name in sorted(params)
         if name != SIGN
     )
+
+
+@lru_cache(maxsize=256)
+def _encoded_name(name: str) -> str:
+    # The same few parameter names come with every request.
+    return percent_encode(name)
 
 
 def _mac(text: str, secret: str, algorithm: str) -> bytes:
