@@ -234,7 +234,7 @@ def straight(transport: Any) -> Callable[[bytes], None]:
     and gives the transport whatever the socket does not take, so the
     order of bytes and descriptors is kept either way.
     """
-    sock = getattr(transport, "getHandle", lambda: None)()
+    sock: Any = getattr(transport, "getHandle", lambda: None)()
     if not hasattr(sock, "send"):
         write_later: Callable[[bytes], None] = transport.write
         return write_later

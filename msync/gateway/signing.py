@@ -13,8 +13,8 @@ import hashlib
 import hmac
 import json
 import re
-from functools import lru_cache
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 __all__ = [

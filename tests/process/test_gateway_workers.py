@@ -146,18 +146,14 @@ class GatewayWorkerTests(DaemonCase):
         when the daemon changes them: turning signature checks off is
         obeyed, and a revoked key is refused, by every worker."""
         self.assertEqual((yield self.calls(6)), ["OK"] * 6)
-        self.assertEqual(
-            (yield self.calls(1, "wrong")), ["INVALID_SIGNATURE"]
-        )
+        self.assertEqual((yield self.calls(1, "wrong")), ["INVALID_SIGNATURE"])
         admin = AdminClient(self.http, self.daemon.http_url, clock=reactor)
         yield Deferred.fromCoroutine(admin.login("admin", "admin-password"))
         yield Deferred.fromCoroutine(
             admin.call("PATCH", "/settings", {"signature_check": False})
         )
         yield self.answered("OK", "wrong")
-        yield Deferred.fromCoroutine(
-            admin.call("POST", f"/keys/{KEY}/revoke")
-        )
+        yield Deferred.fromCoroutine(admin.call("POST", f"/keys/{KEY}/revoke"))
         yield self.answered("ACCESS_DENIED")
 
     @inlineCallbacks
