@@ -1,6 +1,7 @@
 """
-The device listener's TLS layer: it gives back its BIO buffers and
-loses no byte doing so.
+The device listener's TLS layer: a TLS 1.3 connection is handed from
+OpenSSL to the record layer after its handshake, a TLS 1.2 one keeps
+OpenSSL and gives back its BIO buffers, and neither loses a byte.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 from OpenSSL._util import ffi as _ffi
 from OpenSSL.SSL import Connection
 from twisted.internet.address import IPv4Address
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.ssl import Certificate, TLSVersion, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,6 +32,7 @@ class Sink(Protocol):
     def __init__(self, greeting: bytes = b"") -> None:
         self.greeting = greeting
         self.received = b""
+        self.lost: Failure | None = None
 
     def connectionMade(self) -> None:
         if self.greeting:
@@ -37,6 +40,9 @@ class Sink(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = reason
 
 
 class Echo(Sink):
@@ -56,6 +62,8 @@ class Conversation:
         case: SynchronousTestCase,
         server_says: bytes = b"",
         client_says: bytes = b"",
+        tls12: bool = False,
+        connect: bool = True,
     ) -> None:
         folder = tempfile.mkdtemp(prefix="msync-tls-")
         case.addCleanup(shutil.rmtree, folder, ignore_errors=True)
@@ -71,8 +79,11 @@ class Conversation:
             Factory.forProtocol(lambda: self.echo),
             self.clock,
         )
+        most = {"lowerMaximumSecurityTo": TLSVersion.TLSv1_2} if tls12 else {}
         client = TLSMemoryBIOFactory(
-            optionsForClientTLS("localhost", trustRoot=ca),
+            optionsForClientTLS(
+                "localhost", trustRoot=ca, extraCertificateOptions=most
+            ),
             True,
             Factory.forProtocol(lambda: self.sink),
             self.clock,
@@ -86,7 +97,8 @@ class Conversation:
             lambda: client.buildProtocol(address),
             clock=self.clock,
         )
-        self.flush()
+        if connect:
+            self.flush()
 
     def flush(self) -> None:
         """Move every byte both ways until nothing is left."""
@@ -104,7 +116,8 @@ def address(pointer: Any) -> int:
 
 
 class LeanTLSTests(SynchronousTestCase):
-    """The server's memory BIOs are replaced when empty, never in use."""
+    """A TLS 1.2 connection stays with OpenSSL, and the server's memory
+    BIOs are replaced when empty, never in use."""
 
     def test_pyopenssl_keeps_memory_bios(self) -> None:
         """The installed pyOpenSSL keeps a connection's memory BIOs where
@@ -118,8 +131,9 @@ class LeanTLSTests(SynchronousTestCase):
     def test_renewed_after_handshake(self) -> None:
         """The handshake's buffers are given back, and bytes still flow
         both ways afterwards."""
-        c = Conversation(self)
+        c = Conversation(self, tls12=True)
         self.assertIsInstance(c.server, BufferingTLSTransport)
+        self.assertIsInstance(c.server._tlsConnection, Connection)
         self.assertEqual(c.server._held, 0)
         before = c.bios()
 
@@ -133,7 +147,7 @@ class LeanTLSTests(SynchronousTestCase):
     def test_large_burst_then_released(self) -> None:
         """A burst larger than L{RELEASE_AT} in both directions arrives
         whole, and the BIOs that carried it are replaced afterwards."""
-        c = Conversation(self)
+        c = Conversation(self, tls12=True)
         before = c.bios()
         burst = bytes(range(256)) * (4 * RELEASE_AT // 256 + 7)
         c.client.write(burst)
@@ -151,7 +165,7 @@ class LeanTLSTests(SynchronousTestCase):
     def test_many_records_in_one_chunk(self) -> None:
         """Records that arrive together, each answered while the rest
         still wait in the incoming BIO, are all delivered and echoed."""
-        c = Conversation(self)
+        c = Conversation(self, tls12=True)
         parts = [bytes([i]) * (RELEASE_AT + i) for i in range(20)]
         # Each write is its own TLS record; the pump hands the server all
         # of them in one chunk.
@@ -166,14 +180,14 @@ class LeanTLSTests(SynchronousTestCase):
         client's first data, in the same chunk as its last handshake
         message, is not lost."""
         hers, mine = b"h" * (3 * RELEASE_AT), b"m" * (2 * RELEASE_AT)
-        c = Conversation(self, server_says=hers, client_says=mine)
+        c = Conversation(self, server_says=hers, client_says=mine, tls12=True)
         self.assertEqual(c.echo.received, mine)
         self.assertEqual(c.sink.received, hers + mine)
 
     def test_records_split_across_chunks(self) -> None:
         """Records cut anywhere by the network, with the BIOs replaced
         between the pieces, arrive whole and in order."""
-        c = Conversation(self)
+        c = Conversation(self, tls12=True)
         parts = [bytes([i]) * (2 * RELEASE_AT + 37 * i) for i in range(12)]
         for part in parts:
             c.client._write(part)
@@ -190,7 +204,7 @@ class LeanTLSTests(SynchronousTestCase):
     def test_small_writes_still_gathered(self) -> None:
         """Writes are still gathered until the clock turns, as Twisted's
         own TLS layer does."""
-        c = Conversation(self)
+        c = Conversation(self, tls12=True)
         c.server.write(b"one")
         c.server.write(b"two")
         c.pump.pump(advanceClock=False)
