@@ -5,8 +5,8 @@ enough to be pushed (and pushed again) to the devices online when sent.
 
 from __future__ import annotations
 
-import bisect
 from collections import deque
+from itertools import islice
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -119,6 +119,15 @@ class VolatileLogs:
         if not log:
             return []
         self._expire(log)
-        ops = list(log)
-        start = bisect.bisect_right([o.op_id for o in ops], after)
-        return ops[start : start + limit]
+        # Readers are nearly always at or near the newest op: walk back
+        # from the end to the first op above C{after}, so that a push
+        # costs what it returns, not the length of the log.
+        newer = 0
+        for op in reversed(log):
+            if op.op_id <= after:
+                break
+            newer += 1
+        if not newer:
+            return []
+        start = len(log) - newer
+        return list(islice(log, start, start + min(limit, newer)))
