@@ -28,6 +28,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from itertools import islice
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
@@ -740,14 +741,14 @@ class Engine:
         sent = stream.sent
         meta: bytes | None = None
         wanted = True
-        for op in ops:
-            if op.start_ms > now_ms:
-                stream.held_until = op.start_ms
+        for op_id, body, op_meta, _, _, start_ms, _ in ops:
+            if start_ms > now_ms:
+                stream.held_until = start_ms
                 break
             moved = True
-            sent = op.op_id
-            if op.meta != meta:
-                meta = op.meta
+            sent = op_id
+            if op_meta != meta:
+                meta = op_meta
                 wanted = matches(Filters.decode(meta), who)
             if not wanted:
                 continue
@@ -757,15 +758,15 @@ class Engine:
                 continue
             if attempts > 1:
                 again += 1
-            body = op.body
-            inflight[sent] = (attempts, len(body), now)
-            size += len(body)
+            n = len(body)
+            inflight[sent] = (attempts, n, now)
+            size += n
             add((sent, body))
         stream.sent = sent
         if batch:
             session.inflight_ops += len(batch)
             session.inflight_bytes += size
-            builder.add(stream.biz, stream.name, self.store.epoch, batch)
+            builder.add(stream.biz, stream.name, self.store.epoch, batch, size)
             session.pushes += len(batch)
             self.observer.pushed(len(batch), again)
             stream.last_push = now
@@ -827,21 +828,25 @@ class Engine:
                 self._users.ack(session, p)
                 continue
             upto = min(p.op_id, stream.sent)
-            freed = []
-            for op_id in stream.inflight:  # in id order
+            inflight = stream.inflight
+            freed = size = 0
+            pushed_at = 0.0
+            for op_id, entry in inflight.items():  # in id order
                 if op_id > upto:
                     break
-                freed.append(op_id)
-            pushed_at = 0.0
-            for op_id in freed:
-                _, size, pushed_at = stream.inflight.pop(op_id)
-                session.inflight_ops -= 1
-                session.inflight_bytes -= size
-            session.arrivals += len(freed)
+                freed += 1
+                size += entry[1]
+                pushed_at = entry[2]
             if freed:
-                self.observer.acked(
-                    len(freed), self.clock.seconds() - pushed_at
-                )
+                if freed == len(inflight):
+                    inflight.clear()
+                else:
+                    for op_id in list(islice(inflight, freed)):
+                        del inflight[op_id]
+                session.inflight_ops -= freed
+                session.inflight_bytes -= size
+                session.arrivals += freed
+                self.observer.acked(freed, self.clock.seconds() - pushed_at)
             if upto > stream.point:
                 stream.point = upto
                 session.dirty.add(stream)

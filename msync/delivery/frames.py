@@ -27,11 +27,23 @@ class FrameBuilder:
         """How many frames this builder sent."""
 
     def add(
-        self, biz: str, scope: str, epoch: int, ops: list[tuple[int, bytes]]
+        self,
+        biz: str,
+        scope: str,
+        epoch: int,
+        ops: list[tuple[int, bytes]],
+        body_bytes: int | None = None,
     ) -> None:
-        """Queue C{ops} of one scope, in id order."""
+        """
+        Queue C{ops} of one scope, in id order.
+
+        @param body_bytes: The sum of the ops' body lengths, when the
+            caller has it already.
+        """
         head = GROUP_OVERHEAD + len(biz) + len(scope)
-        whole = head + sum(OP_OVERHEAD + len(op[1]) for op in ops)
+        if body_bytes is None:
+            body_bytes = sum(len(op[1]) for op in ops)
+        whole = head + OP_OVERHEAD * len(ops) + body_bytes
         if self._size + whole <= self._limit:
             # The common case: the run fits in the frame as it is.
             self._groups.append((biz, scope, epoch, ops))

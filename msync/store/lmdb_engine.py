@@ -52,6 +52,15 @@ class _LMDBTables:
     def delete(self, table: Table, key: bytes) -> None:
         self._txn.delete(key, db=self._dbs[table])
 
+    def walk(self, table: Table, lo: bytes) -> Iterator[tuple[bytes, bytes]]:
+        # The cursor itself iterates (key, value) pairs in C, with no
+        # generator frame between it and the caller.
+        cursor = self._txn.cursor(db=self._dbs[table])
+        if not cursor.set_range(lo):
+            return iter(())
+        walker: Iterator[tuple[bytes, bytes]] = iter(cursor)
+        return walker
+
     def scan(
         self,
         table: Table,

@@ -75,6 +75,9 @@ class _MemoryTables:
         for k in keys:
             yield k, m.values[k]
 
+    def walk(self, table: Table, lo: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self.scan(table, lo)
+
     def rollback(self) -> None:
         for table, key, old in reversed(self.undo):
             if old is None:

@@ -236,14 +236,19 @@ def read_after(
     if limit < 1:
         raise ValidationError("limit", "must be positive")
     key = scope.key
+    end = prefix_end(key)
     out: list[StoredOp] = []
     # Every push reads here: the record is taken apart in the loop
-    # itself, as in _decode_op, and an expired op is skipped unbuilt.
+    # itself, as in _decode_op, the tuple made without the named tuple's
+    # Python constructor, and an expired op is skipped unbuilt.
     add = out.append
     head = OP_HEAD.unpack_from
     at = OP_HEAD.size
-    id_of = U64.unpack_from
-    for k, v in tx.scan(Table.OPS, key + u64(after + 1), prefix_end(key)):
+    make = tuple.__new__
+    left = limit
+    for k, v in tx.walk(Table.OPS, key + u64(after + 1)):
+        if end is not None and k >= end:
+            break
         try:
             created, start, expire, ld, lm = head(v)
         except struct.error as e:
@@ -255,17 +260,21 @@ def read_after(
         if body_at > len(v):
             raise CorruptRecord("ops", k, "lengths overrun the record")
         add(
-            StoredOp(
-                id_of(k, len(k) - 8)[0],
-                v[body_at:],
-                v[meta_at:body_at],
-                v[at:meta_at],
-                created,
-                start,
-                expire,
+            make(
+                StoredOp,
+                (
+                    int.from_bytes(k[-8:]),
+                    v[body_at:],
+                    v[meta_at:body_at],
+                    v[at:meta_at],
+                    created,
+                    start,
+                    expire,
+                ),
             )
         )
-        if len(out) >= limit:
+        left -= 1
+        if not left:
             break
     return out
 

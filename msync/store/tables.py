@@ -105,6 +105,15 @@ class Tables(Protocol):
         The caller must not change the table while iterating.
         """
 
+    def walk(self, table: Table, lo: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """
+        Iterate over the items with C{lo <= key} in key order, to the end
+        of the table: the caller stops where its range ends.  The cheapest
+        way through many items (delivery reads every pushed op this way).
+
+        The caller must not change the table while iterating.
+        """
+
 
 class Engine(Protocol):
     """Runs store functions in transactions; what a backend provides."""
