@@ -119,6 +119,37 @@ class Contract:
         self.assertEqual(self.store.read_after(ALICE, ids[-1], 4, NOW), [])
 
     @inlineCallbacks
+    def test_read_after_stays_in_its_scope(self) -> Any:
+        """
+        A read stops where its scope's keys end, whatever sorts next (a
+        user whose name extends this one's, or the next table entry), and
+        every field of a stored op comes back.
+        """
+        longer = Scope("ws_app", "UCHAT", ScopeKind.USER, "alice2")
+        mine = yield self.store.append(
+            NewOp(
+                scope=ALICE,
+                body=b"mine",
+                meta=b"mm",
+                dedup=b"k1",
+                created_ms=NOW,
+                start_ms=NOW + 5,
+                expire_ms=NOW + DAY,
+            )
+        )
+        for scope in (longer, BOB):
+            yield self.store.append(op(scope=scope, body=b"theirs"))
+        [got] = self.store.read_after(ALICE, 0, 10, NOW)
+        self.assertEqual(
+            tuple(got),
+            (mine.op_id, b"mine", b"mm", b"k1", NOW, NOW + 5, NOW + DAY),
+        )
+        self.assertEqual(
+            [o.body for o in self.store.read_after(BOB, 0, 10, NOW)],
+            [b"theirs"],
+        )
+
+    @inlineCallbacks
     def test_read_newest(self) -> Any:
         """The newest ops come back newest first, expired ones left out."""
         ids = []
