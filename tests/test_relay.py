@@ -28,7 +28,6 @@ from msync.gateway.relay import (
     MessageReader,
     WorkerLink,
     pack_call,
-    straight,
     unpack_answer,
     unpack_call,
 )
@@ -279,88 +278,3 @@ class LinkTests(SynchronousTestCase):
         """A message of a kind this end does not take drops the link."""
         self.worker.dataReceived(msgpack.packb([HANDOFF, b""]))
         self.assertTrue(self.to_daemon.disconnecting)
-
-
-class _Queued:
-    """A stand-in for a connected UNIX transport: a real socket, and the
-    queues Twisted keeps of what it has not sent yet."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self.dataBuffer = b""
-        self._tempDataBuffer: list[bytes] = []
-        self._sendmsgQueue: list[Any] = []
-        self.written: list[bytes] = []
-
-    def getHandle(self) -> socket.socket:
-        return self._sock
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-
-class StraightTests(SynchronousTestCase):
-    """Link writes that leave at once when nothing is queued before."""
-
-    def setUp(self) -> None:
-        self.ours, self.theirs = socket.socketpair()
-        self.addCleanup(self.ours.close)
-        self.addCleanup(self.theirs.close)
-        self.ours.setblocking(False)
-        self.theirs.setblocking(False)
-        self.transport = _Queued(self.ours)
-        self.write = straight(self.transport)
-
-    def test_nothing_queued(self) -> None:
-        """With the transport's queues empty, bytes go to the socket."""
-        self.write(b"now")
-        self.assertEqual(self.theirs.recv(100), b"now")
-        self.assertEqual(self.transport.written, [])
-
-    def test_bytes_or_descriptors_queued(self) -> None:
-        """Anything queued in the transport keeps its place: the bytes
-        go behind it."""
-        for queue in ("dataBuffer", "_tempDataBuffer", "_sendmsgQueue"):
-            transport = _Queued(self.ours)
-            setattr(transport, queue, b"x" if queue == "dataBuffer" else [1])
-            straight(transport)(queue.encode())
-            self.assertEqual(transport.written, [queue.encode()])
-        self.assertRaises(BlockingIOError, self.theirs.recv, 100)
-
-    def test_socket_full(self) -> None:
-        """What the socket does not take goes to the transport, in
-        order after what it took."""
-        data = b"y" * (8 * 2**20)
-        self.write(data)
-        self.assertEqual(len(self.transport.written), 1)
-        rest = self.transport.written[0]
-        got = b""
-        while True:
-            try:
-                got += self.theirs.recv(2**20)
-            except BlockingIOError:
-                break
-        self.assertEqual(got + rest, data)
-        self.assertTrue(got)
-
-    def test_unknown_transport(self) -> None:
-        """A transport without a socket, or whose queues cannot be
-        seen, always gets the bytes itself."""
-        plain = StringTransport()
-        straight(plain)(b"a")
-        self.assertEqual(plain.value(), b"a")
-
-        class Opaque:
-            written: list[bytes] = []
-
-            def getHandle(self) -> socket.socket:
-                return self_ours
-
-            def write(self, data: bytes) -> None:
-                self.written.append(data)
-
-        self_ours = self.ours
-        opaque = Opaque()
-        straight(opaque)(b"b")
-        self.assertEqual(opaque.written, [b"b"])
-        self.assertRaises(BlockingIOError, self.theirs.recv, 100)

@@ -6,7 +6,6 @@ enough to be pushed (and pushed again) to the devices online when sent.
 from __future__ import annotations
 
 from collections import deque
-from itertools import islice
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -121,13 +120,11 @@ class VolatileLogs:
         self._expire(log)
         # Readers are nearly always at or near the newest op: walk back
         # from the end to the first op above C{after}, so that a push
-        # costs what it returns, not the length of the log.
-        newer = 0
+        # costs what is newer than the reader, not the length of the log.
+        newer: list[StoredOp] = []
         for op in reversed(log):
             if op.op_id <= after:
                 break
-            newer += 1
-        if not newer:
-            return []
-        start = len(log) - newer
-        return list(islice(log, start, start + min(limit, newer)))
+            newer.append(op)
+        newer.reverse()
+        return newer[:limit]

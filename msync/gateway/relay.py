@@ -52,6 +52,7 @@ from zope.interface import implementer
 
 from msync.delivery.sender import SendRequest
 from msync.gateway.calls import Answer, Call, Checked
+from msync.transports import straight
 
 __all__ = [
     "DaemonLink",
@@ -222,45 +223,6 @@ class _Batch:
         if self._items:
             items, self._items, self._size = self._items, [], 0
             self._write(msgpack.packb([self._kind, items]))
-
-
-def straight(transport: Any) -> Callable[[bytes], None]:
-    """
-    A write function for a link's transport that sends at once.
-
-    Twisted's C{write} only buffers: the bytes leave on the reactor's
-    next pass, after every other ready connection is served.  This sends
-    them now when nothing is queued ahead of them (bytes or descriptors),
-    and gives the transport whatever the socket does not take, so the
-    order of bytes and descriptors is kept either way.
-    """
-    sock: Any = getattr(transport, "getHandle", lambda: None)()
-    if not hasattr(sock, "send"):
-        write_later: Callable[[bytes], None] = transport.write
-        return write_later
-
-    def write(data: bytes) -> None:
-        # XXX: Twisted has no public "is the write buffer empty": these
-        # are FileDescriptor's and the UNIX transport's queues.  Were
-        # they gone, every write would simply go through the transport.
-        if not (
-            getattr(transport, "dataBuffer", True)
-            or getattr(transport, "_tempDataBuffer", True)
-            or getattr(transport, "_sendmsgQueue", True)
-        ):
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                # The transport meets the same error and closes the link.
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
-
-    return write
 
 
 @implementer(IFileDescriptorReceiver)

@@ -45,6 +45,7 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 
 from msync.link.records import MAX_CIPHERTEXT, SUITES, RecordLayer
+from msync.transports import send_now
 
 #: Bytes a BIO may have held before its buffer is worth giving back.  A
 #: ping and its pong stay far below; the handshake goes above.
@@ -245,10 +246,11 @@ class LeanTLSProtocol(BufferingTLSTransport):
 
     def _flushSendBIO(self) -> None:
         # Twisted reads one chunk; read until the BIO is empty, so that
-        # afterwards it is known to be.
+        # afterwards it is known to be.  The records leave at once when
+        # nothing is queued before them (a push to an idle device).
         data = self._drain()
         if data:
-            self.transport.write(data)  # type: ignore[union-attr]
+            send_now(self.transport, data)
 
     def _drain(self) -> bytes:
         """Everything the outgoing BIO holds."""
