@@ -38,7 +38,7 @@ def send_now(transport: Any, data: bytes) -> None:
         transport.write(data)
         return
     handle = getattr(transport, "getHandle", None)
-    sock = handle() if handle is not None else None
+    sock: Any = handle() if handle is not None else None
     if not hasattr(sock, "send"):
         transport.write(data)
         return
