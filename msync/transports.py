@@ -24,21 +24,27 @@ def send_now(transport: Any, data: bytes) -> None:
     of it, through C{transport.write}.
 
     A transport whose socket or queues cannot be seen, or which is
-    closing, always gets the bytes itself.
+    closing or closed, always gets the bytes itself.
     """
     # XXX: Twisted has no public "is the write buffer empty": these are
     # FileDescriptor's queues and the UNIX transport's.  Were they gone,
     # every write would simply go through the transport.
     if (
-        getattr(transport, "disconnecting", True)
+        not getattr(transport, "connected", False)
+        or getattr(transport, "disconnecting", True)
         or getattr(transport, "dataBuffer", True)
         or getattr(transport, "_tempDataBuffer", True)
         or getattr(transport, "_sendmsgQueue", None)
     ):
         transport.write(data)
         return
-    handle = getattr(transport, "getHandle", None)
-    sock: Any = handle() if handle is not None else None
+    try:
+        # A TCP transport drops its socket as the connection is lost,
+        # before its protocol hears of it (a TLS layer then still
+        # flushes its last records).
+        sock: Any = transport.getHandle()
+    except AttributeError:
+        sock = None
     if not hasattr(sock, "send"):
         transport.write(data)
         return

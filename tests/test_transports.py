@@ -20,6 +20,7 @@ class _Queued:
         self.dataBuffer = b""
         self._tempDataBuffer: list[bytes] = []
         self._sendmsgQueue: list[Any] = []
+        self.connected = True
         self.disconnecting = False
         self.written: list[bytes] = []
 
@@ -102,6 +103,23 @@ class SendNowTests(SynchronousTestCase):
         self.transport.disconnecting = True
         send_now(self.transport, b"late")
         self.assertEqual(self.transport.written, [b"late"])
+        self.assertRaises(BlockingIOError, self.theirs.recv, 100)
+
+    def test_lost(self) -> None:
+        """A transport whose connection is lost gets the bytes itself
+        (and drops them), whether it still says it is connected while
+        its socket is already gone, or no longer does."""
+
+        class SocketGone(_Queued):
+            def getHandle(self) -> socket.socket:
+                raise AttributeError("socket")
+
+        gone = SocketGone(self.ours)
+        closed = _Queued(self.ours)
+        closed.connected = False
+        for transport in (gone, closed):
+            send_now(transport, b"late")
+            self.assertEqual(transport.written, [b"late"])
         self.assertRaises(BlockingIOError, self.theirs.recv, 100)
 
     def test_tcp_transport(self) -> None:
