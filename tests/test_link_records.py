@@ -25,11 +25,13 @@ from OpenSSL.SSL import (
 )
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from msync.devcerts import ensure_dev_certs
 from msync.link.records import (
@@ -74,9 +76,19 @@ def received(layer: RecordLayer) -> bytes:
             return b"".join(chunks)
 
 
-def seal(layer: RecordLayer, content: bytes, kind: int) -> None:
-    """Have C{layer} send one record of any type, as a peer might."""
-    layer._seal(SUITES[layer._suite][0](layer._write.key), content, kind)
+def seal(
+    layer: RecordLayer, content: bytes, kind: int, padding: int = 0
+) -> None:
+    """Have C{layer} send one record of any type, with C{padding} zero
+    bytes after its content type, as a peer might."""
+    aead = SUITES[layer._suite][0](layer._write.key)
+    if not padding:
+        layer._seal(aead, content, kind)
+        return
+    inner = content + bytes((kind,)) + bytes(padding)
+    header = bytes((23, 3, 3)) + (len(inner) + 16).to_bytes(2, "big")
+    layer._outgoing.append(header)
+    layer._outgoing.append(aead.encrypt(layer._write.nonce(), inner, header))
 
 
 def headers(data: bytes) -> list[tuple[int, int]]:
@@ -255,7 +267,7 @@ class RecordLayerTests(SynchronousTestCase):
         cases = [
             (b"\x04\x00\x00\x01\x00", 22, 10),
             (b"", 22, 10),
-            (b"\x18\x00\x00\x01\x07", 22, 50),
+            (b"\x18\x00\x00\x01\x07", 22, 47),
             (b"\x18\x00\x00\x02\x00\x00", 22, 50),
             (b"\x18\x00\x00\x01\x00extra", 22, 10),
             (b"\x01", 21, 50),
@@ -285,6 +297,55 @@ class RecordLayerTests(SynchronousTestCase):
             server.recv(100)
         self.assertIn("alert 40", str(caught.exception))
         self.assertRaises(WantReadError, server.bio_read, 100)
+
+    def test_many_key_update_requests_one_answer(self) -> None:
+        """However often a peer asks for a key update without reading,
+        nothing piles up: one KeyUpdate goes out, before the next record
+        this side sends."""
+        client, server = pair()
+        for _ in range(50):
+            client.update_keys(request=True)
+        move(client, server)
+        self.assertRaises(WantReadError, server.recv, 100)
+        self.assertRaises(WantReadError, server.bio_read, 2**16)
+        first = server._write.secret
+        server.send(b"a")
+        server.send(b"b")
+        self.assertNotEqual(server._write.secret, first)
+        self.assertEqual(server._write.sequence, 2)
+        move(server, client)
+        self.assertEqual(received(client), b"ab")
+        self.assertEqual(client._read.secret, server._write.secret)
+
+    def test_inner_plaintext_bound(self) -> None:
+        """Content, type and padding together may not pass 2^14 + 1
+        bytes: padding that takes a full record over is an overflow."""
+        client, server = pair()
+        seal(client, b"x" * MAX_PLAINTEXT, 23)
+        move(client, server)
+        self.assertEqual(len(received(server)), MAX_PLAINTEXT)
+        seal(client, b"x" * MAX_PLAINTEXT, 23, padding=1)
+        move(client, server)
+        self.assertRaises(RecordError, server.recv, 100)
+        self.assertAlert(server, client, 22)
+
+    def test_padding_is_stripped(self) -> None:
+        """Zero padding after the content type is taken off, however
+        long."""
+        client, server = pair()
+        seal(client, b"padded\x00", 23, padding=4000)
+        move(client, server)
+        self.assertEqual(received(server), b"padded\x00")
+
+    def test_record_inside_a_handshake_message(self) -> None:
+        """A handshake message's fragments come one after another: any
+        other record between them is refused."""
+        client, server = pair()
+        seal(client, b"\x18\x00", 22)
+        seal(client, b"data", 23)
+        move(client, server)
+        self.assertRaises(RecordError, server.recv, 100)
+        self.assertAlert(server, client, 10)
 
     def test_key_update_across_records(self) -> None:
         """A key update split over two records still moves the read
@@ -462,6 +523,27 @@ class HandOverTests(SynchronousTestCase):
         c.server.connectionLost(Failure(ConnectionDone()))
         assert c.echo.lost is not None
         c.echo.lost.trap(ConnectionLost)
+
+    def test_written_while_the_handshake_completes(self) -> None:
+        """
+        What a protocol writes as it hears that the handshake is done,
+        before the hand-over could count OpenSSL's records (more than
+        Twisted gathers, or a close), keeps the connection with OpenSSL:
+        handed over, the record layer would reuse the nonces of those
+        records.
+        """
+
+        @implementer(IHandshakeListener)
+        class Eager(Echo):
+            def handshakeCompleted(self) -> None:
+                self.transport.write(b"w" * 70_000)  # type: ignore[union-attr]
+
+        c = Conversation(self, echo=Eager)
+        self.assertIsInstance(c.server._tlsConnection, Connection)
+        self.assertEqual(c.sink.received, b"w" * 70_000)
+        c.client.write(b"ping")
+        c.flush()
+        self.assertEqual(c.sink.received, b"w" * 70_000 + b"ping")
 
     def test_tls12_stays_with_openssl(self) -> None:
         """A TLS 1.2 connection is not handed over and still works."""

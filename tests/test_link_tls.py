@@ -64,6 +64,7 @@ class Conversation:
         client_says: bytes = b"",
         tls12: bool = False,
         connect: bool = True,
+        echo: type[Echo] | None = None,
     ) -> None:
         folder = tempfile.mkdtemp(prefix="msync-tls-")
         case.addCleanup(shutil.rmtree, folder, ignore_errors=True)
@@ -71,7 +72,7 @@ class Conversation:
         with open(certs.ca, "rb") as f:
             ca = Certificate.loadPEM(f.read())
         self.clock = Clock()
-        self.echo = Echo(server_says)
+        self.echo = (echo or Echo)(server_says)
         self.sink = Sink(client_says)
         server = LeanTLSFactory(
             server_options(certs.cert, certs.key),

@@ -78,6 +78,7 @@ _CLOSE_NOTIFY = 0
 _UNEXPECTED_MESSAGE = 10
 _BAD_RECORD_MAC = 20
 _RECORD_OVERFLOW = 22
+_ILLEGAL_PARAMETER = 47
 _DECODE_ERROR = 50
 _USER_CANCELED = 90
 
@@ -160,6 +161,7 @@ class RecordLayer:
         "_plaintext",
         "_read",
         "_suite",
+        "_update_owed",
         "_write",
         "rekey_after",
     )
@@ -194,6 +196,9 @@ class RecordLayer:
         self._closed = False
         self._peer_closed = False
         self._eof = False
+        # The peer asked this side to move to its next key: done once,
+        # before the next record sent, however many times it asked.
+        self._update_owed = False
         self.rekey_after = REKEY_AFTER
 
     # The ciphertext side.
@@ -255,6 +260,9 @@ class RecordLayer:
         if self._closed:
             raise Error([("TLS", "record layer", "protocol is shutdown")])
         aead = SUITES[self._suite][0](self._write.key)
+        if self._update_owed:
+            self._update_owed = False
+            aead = self._seal_key_update(aead, request=False)
         for start in range(0, len(data), MAX_PLAINTEXT):
             aead = self._seal(
                 aead, data[start : start + MAX_PLAINTEXT], _APPLICATION_DATA
@@ -329,6 +337,8 @@ class RecordLayer:
 
     def _seal_key_update(self, aead: Any, request: bool) -> Any:
         # The KeyUpdate goes under the old key; what follows, the new.
+        # Any KeyUpdate of this side's answers a request of the peer's.
+        self._update_owed = False
         message = struct.pack(
             "!BHBB",
             _KEY_UPDATE,
@@ -391,9 +401,19 @@ class RecordLayer:
                         _BAD_RECORD_MAC, "bad record mac"
                     ) from None
                 at = end
+                if len(inner) > MAX_PLAINTEXT + 1:
+                    # Content, type and padding together (section 5.4).
+                    raise self._fail(_RECORD_OVERFLOW, "record overflow")
                 content, kind = _inner(inner)
-                if not kind or len(content) > MAX_PLAINTEXT:
+                if not kind:
                     raise self._fail(_UNEXPECTED_MESSAGE, "bad inner record")
+                if self._handshake and kind != _HANDSHAKE:
+                    # A handshake message's fragments come one after
+                    # another, nothing between them (section 5.1).
+                    raise self._fail(
+                        _UNEXPECTED_MESSAGE,
+                        "record inside a handshake message",
+                    )
                 if not content and kind != _APPLICATION_DATA:
                     # Only application data may come in empty records.
                     raise self._fail(_UNEXPECTED_MESSAGE, "empty record")
@@ -433,7 +453,7 @@ class RecordLayer:
                 break
             request = data[4]
             if request not in (_UPDATE_NOT_REQUESTED, _UPDATE_REQUESTED):
-                raise self._fail(_DECODE_ERROR, "malformed key update")
+                raise self._fail(_ILLEGAL_PARAMETER, "bad key update request")
             if len(data) > 5:
                 # A key update ends its record: what follows it in the same
                 # record was protected under the old key (section 5.1).
@@ -442,8 +462,11 @@ class RecordLayer:
                 )
             self._read = self._read.following(self._suite)
             moved = True
-            if request == _UPDATE_REQUESTED and not self._closed:
-                self.update_keys(request=False)
+            if request == _UPDATE_REQUESTED:
+                # Answered before the next record this side sends (section
+                # 4.6.3), once for any number of requests: a peer that
+                # asks without reading makes nothing pile up.
+                self._update_owed = True
             data = b""
         self._handshake = data
         return moved
@@ -466,9 +489,7 @@ def _inner(inner: bytes) -> tuple[bytes, int]:
     Split TLSInnerPlaintext into its content and its type, which is 0
     if the record has none (all padding).
     """
-    end = len(inner)
-    while end and not inner[end - 1]:
-        end -= 1
-    if not end:
+    body = inner.rstrip(b"\0")
+    if not body:
         return b"", 0
-    return inner[: end - 1], inner[end - 1]
+    return body[:-1], body[-1]

@@ -250,6 +250,13 @@ class LeanTLSProtocol(BufferingTLSTransport):
         # nothing is queued before them (a push to an idle device).
         data = self._drain()
         if data:
+            if self._handshakeDone and self._secrets is not None:
+                # Records left between the handshake's end and the
+                # hand-over (a protocol that writes, or closes, as it
+                # hears the handshake is done): the hand-over could not
+                # count them, and would reuse their nonces.  The
+                # connection stays with OpenSSL.
+                self._secrets = None
             send_now(self.transport, data)
 
     def _drain(self) -> bytes:
