@@ -16,6 +16,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.interfaces import ISSLTransport
+
+
+def send_some(sock: Any, data: bytes) -> int:
+    """
+    Send what a non-blocking socket takes of C{data} now; how many bytes
+    that was.  An error counts as nothing sent: the transport that owns
+    the socket meets it too, and closes the connection.
+    """
+    try:
+        sent: int = sock.send(data)
+    except OSError:
+        # BlockingIOError included: the socket is full.
+        return 0
+    return sent
+
 
 def send_now(transport: Any, data: bytes) -> None:
     """
@@ -23,14 +39,17 @@ def send_now(transport: Any, data: bytes) -> None:
     of it (bytes, or descriptors on a UNIX transport); the rest, or all
     of it, through C{transport.write}.
 
-    A transport whose socket or queues cannot be seen, or which is
-    closing or closed, always gets the bytes itself.
+    A transport whose socket or queues cannot be seen, which is closing
+    or closed, or which is itself a TLS layer (its handle is the TLS
+    connection, and its queues those of the socket below it), always
+    gets the bytes itself.
     """
     # XXX: Twisted has no public "is the write buffer empty": these are
     # FileDescriptor's queues and the UNIX transport's.  Were they gone,
     # every write would simply go through the transport.
     if (
-        not getattr(transport, "connected", False)
+        ISSLTransport.providedBy(transport)
+        or not getattr(transport, "connected", False)
         or getattr(transport, "disconnecting", True)
         or getattr(transport, "dataBuffer", True)
         or getattr(transport, "_tempDataBuffer", True)
@@ -48,13 +67,7 @@ def send_now(transport: Any, data: bytes) -> None:
     if not hasattr(sock, "send"):
         transport.write(data)
         return
-    try:
-        sent = sock.send(data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        # The transport meets the same error and closes the connection.
-        sent = 0
+    sent = send_some(sock, data)
     if sent < len(data):
         transport.write(data[sent:] if sent else data)
 

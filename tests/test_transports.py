@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
 
 from msync.transports import send_now, straight
 
@@ -120,6 +122,16 @@ class SendNowTests(SynchronousTestCase):
         for transport in (gone, closed):
             send_now(transport, b"late")
             self.assertEqual(transport.written, [b"late"])
+        self.assertRaises(BlockingIOError, self.theirs.recv, 100)
+
+    def test_tls_layer(self) -> None:
+        """A TLS layer over the socket gets the bytes itself: its handle
+        is the TLS connection, and the queues it shows are the socket's
+        below it."""
+        tls = _Queued(self.ours)
+        directlyProvides(tls, ISSLTransport)
+        send_now(tls, b"secret")
+        self.assertEqual(tls.written, [b"secret"])
         self.assertRaises(BlockingIOError, self.theirs.recv, 100)
 
     def test_tcp_transport(self) -> None:

@@ -45,6 +45,7 @@ from msync.gateway.http import (
     response,
 )
 from msync.gateway.relay import OneProtocol
+from msync.transports import send_some
 
 __all__ = [
     "Answerer",
@@ -222,13 +223,7 @@ class GatewayChannel(Protocol):
         # pass.  From the first byte that does not fit, everything goes
         # through the transport, whose buffer keeps the order.
         if self._socket is not None:
-            try:
-                sent = self._socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                # The transport finds the same error and closes.
-                sent = 0
+            sent = send_some(self._socket, data)
             if sent == len(data):
                 return
             data = data[sent:]

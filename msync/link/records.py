@@ -261,7 +261,6 @@ class RecordLayer:
             raise Error([("TLS", "record layer", "protocol is shutdown")])
         aead = SUITES[self._suite][0](self._write.key)
         if self._update_owed:
-            self._update_owed = False
             aead = self._seal_key_update(aead, request=False)
         for start in range(0, len(data), MAX_PLAINTEXT):
             aead = self._seal(

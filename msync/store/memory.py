@@ -76,7 +76,13 @@ class _MemoryTables:
             yield k, m.values[k]
 
     def walk(self, table: Table, lo: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return self.scan(table, lo)
+        # Lazily: the caller stops where its range ends, and copying every
+        # key to the end of the table first would cost each read the
+        # table's size.
+        m = self._maps[table]
+        for i in range(bisect.bisect_left(m.keys, lo), len(m.keys)):
+            k = m.keys[i]
+            yield k, m.values[k]
 
     def rollback(self) -> None:
         for table, key, old in reversed(self.undo):
