@@ -96,3 +96,49 @@ class GatewayConnection:
                 await self.writer.wait_closed()
             except ConnectionError:
                 pass
+
+
+async def paced_calls(
+    conns: list[GatewayConnection],
+    requests: list[tuple[bytes, bytes]],
+    interval: float,
+) -> tuple[dict[bytes, float], dict[bytes, float]]:
+    """
+    Send C{requests} (each a payload and its prepared call) one every
+    C{interval} seconds, on whichever of C{conns} is free.
+
+    @return: When each payload's call was sent and when it was answered
+        (C{time.perf_counter}).
+    @raise RuntimeError: if a call is not answered C{OK}.
+    """
+    sent: dict[bytes, float] = {}
+    answered: dict[bytes, float] = {}
+    free: asyncio.Queue[GatewayConnection] = asyncio.Queue()
+    for c in conns:
+        free.put_nowait(c)
+
+    async def one(payload: bytes, raw: bytes) -> None:
+        conn = await free.get()
+        sent[payload] = time.perf_counter()
+        answer = await conn.call(raw)
+        answered[payload] = time.perf_counter()
+        free.put_nowait(conn)
+        if answer["bizResult"]["returnCode"] != "OK":
+            raise RuntimeError(f"send failed: {answer}")
+
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter()
+    try:
+        for i, (payload, raw) in enumerate(requests):
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(payload, raw)))
+        await asyncio.gather(*tasks)
+    finally:
+        # A run cut short by its bound leaves calls in flight: end them
+        # here, not as noise after the real error.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return sent, answered

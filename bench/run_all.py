@@ -214,6 +214,10 @@ run sent {fan_ops:,}.  The rate is taken over the whole run either way."""
             latency_rows.append(
                 Row(f"{q} ms, {label}", f"{prefix}{q} ms", f"{q} ms")
             )
+    for q in ("p50", "p99"):
+        latency_rows.append(
+            Row(f"{q} ms, a bare Twisted relay", f"floor {q} ms", f"{q} ms")
+        )
     for prefix, label in (
         ("persistent ", "persistent"),
         ("non-persistent ", "non-persistent"),
@@ -293,7 +297,13 @@ op, as percentiles.
   for the wait.
 - **Mosquitto**: a publisher writes one QoS 1 PUBLISH a millisecond
   (over TLS) to a topic with one online QoS 1 subscriber (over TLS); the
-  timer starts when the PUBLISH is written.""",
+  timer starts when the PUBLISH is written.
+- **A bare Twisted relay** (`bench/floor_latency.py`), run by the msync
+  side after the daemon with the same clients and pacing: one Twisted
+  process on the same reactor and pyOpenSSL TLS, which reads each HTTP
+  request, puts its payload in a sync frame to the device and answers,
+  with no signature, store, engine or worker process.  It is the floor
+  under any server built on this design, msync's work excluded.""",
             timeout=300,
             msync_phases=("persistent ", "non-persistent "),
             headlines=(1, 4),
