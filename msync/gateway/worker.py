@@ -1,7 +1,7 @@
 """
-A gateway worker process: C{python -m msync.gateway.worker}, started and
-watched by the daemon (L{msync.gateway.workers.Workers}); never run by
-hand.
+A gateway worker process, run by L{msync.worker_process} (started and
+watched by the daemon, L{msync.gateway.workers.Workers}; never run by
+hand).
 
 It accepts connections on the daemon's HTTP listening socket (inherited
 as a file descriptor), reads gateway requests with the lean reader,
@@ -41,7 +41,7 @@ _log = Logger()
 
 
 def _options(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="msync.gateway.worker")
+    p = argparse.ArgumentParser(prog="msync.worker_process")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--listen-fd", type=int, required=True)
     p.add_argument("--link-fd", type=int, required=True)
@@ -108,13 +108,3 @@ def run(reactor: Any, argv: list[str]) -> None:
     os.close(options.listen_fd)
     reactor.run()
     reader.close()
-
-
-def main() -> None:
-    from twisted.internet import reactor
-
-    run(reactor, sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()

@@ -170,7 +170,7 @@ class Workers(Service):
             argv = [
                 sys.executable,
                 "-m",
-                "msync.gateway.worker",
+                "msync.worker_process",
                 "--data-dir",
                 self._data_dir,
                 "--listen-fd",
