@@ -32,6 +32,18 @@ def hash_password(password: str) -> str:
     return "$".join(["scrypt", str(_N), str(_R), str(_P), *encoded])
 
 
+def decoy_hash() -> str:
+    """
+    A hash in L{hash_password}'s format, at its cost, that no password
+    matches: a random salt and a random digest, made without running
+    scrypt.  Checking a password against it takes as long as against a
+    real hash, so unknown names cost as much time as known ones.
+    """
+    salt, digest = secrets.token_bytes(16), secrets.token_bytes(64)
+    encoded = [base64.b64encode(b).decode() for b in (salt, digest)]
+    return "$".join(["scrypt", str(_N), str(_R), str(_P), *encoded])
+
+
 def verify_password(password: str, stored: str) -> bool:
     """Whether C{password} matches a hash made by L{hash_password}."""
     try:

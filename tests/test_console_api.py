@@ -14,6 +14,7 @@ from typing import Any
 
 from klein import Klein
 from treq.testing import StubTreq
+from twisted.internet.defer import succeed
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
@@ -74,6 +75,9 @@ class Console:
     def __init__(self, tc: SynchronousTestCase, **kw: Any) -> None:
         self.tc = tc
         self.world = World(tc)
+        # Password work runs at once, in the test's thread, unless a
+        # test brings its own runner.
+        kw.setdefault("run_blocking", lambda fn: succeed(fn()))
         self.api = ConsoleApi(
             self.world.store,
             self.world.engine,

@@ -35,6 +35,7 @@ from typing import Any
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -42,7 +43,7 @@ from twisted.web.resource import IResource
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
-from msync.auth import hash_password, new_access_key, new_secret
+from msync.auth import new_access_key, new_secret
 from msync.console.api_bodies import (
     MAX_BODY,
     ApiError,
@@ -68,9 +69,11 @@ from msync.console.api_shapes import (
 from msync.console.sessions import (
     SESSION_COOKIE,
     BadLogin,
+    Busy,
     Locked,
     Lockout,
     Logins,
+    Passwords,
     Session,
     Sessions,
     Tokens,
@@ -199,10 +202,15 @@ class ConsoleApi:
         clock: IReactorTime,
         *,
         secure_cookies: bool = False,
+        run_blocking: Callable[[Callable[[], Any]], Deferred[Any]] = (
+            deferToThread
+        ),
     ) -> None:
         """
         @param secure_cookies: Mark the session cookie C{Secure}: set it
             when the console is served over HTTPS.
+        @param run_blocking: Runs a function off the reactor thread and
+            fires with its result: password hashing goes through it.
         """
         self._store = store
         self._engine = engine
@@ -211,7 +219,9 @@ class ConsoleApi:
         self._secure = secure_cookies
         self.sessions = Sessions(clock)
         """The live console sessions."""
-        self.logins = Logins(store, Lockout(clock))
+        self.passwords = Passwords(run_blocking)
+        """Password hashing and checks, off the reactor thread."""
+        self.logins = Logins(store, Lockout(clock), self.passwords)
         """Password checks, with the lockout."""
         self.tokens = Tokens(store, clock)
         """API tokens."""
@@ -388,7 +398,9 @@ class ConsoleApi:
         request = call.request
         peer = str(request.getClientAddress())
         try:
-            self.logins.check(user, password)
+            await self.logins.check(user, password)
+        except Busy:
+            raise _busy(request) from None
         except Locked as e:
             request.setHeader(
                 b"retry-after", str(math.ceil(e.retry_after)).encode()
@@ -849,14 +861,26 @@ class ConsoleApi:
             raise invalid(
                 "password", f"must be at least {MIN_PASSWORD} characters"
             )
+        try:
+            hashed = await self.passwords.hash(password)
+        except Busy:
+            raise _busy(call.request) from None
         await self._create_once(
             "admin",
             name,
             lambda: self._store.admin_hash(name) is not None,
-            lambda: self._store.put_admin(name, hash_password(password)),
+            lambda: self._store.put_admin(name, hashed),
         )
         _log.info("admin {admin} added by {user}", admin=name, user=call.user)
         return {"user": name}
+
+
+def _busy(request: IRequest) -> ApiError:
+    # Too many password hashes wait already (see Passwords).
+    request.setHeader(b"retry-after", b"1")
+    return ApiError(
+        503, "busy", "too many password checks at once; try again soon"
+    )
 
 
 def _nameable(name: str) -> bool:

@@ -18,23 +18,27 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import partial
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from msync.auth import hash_password, verify_password
+from msync.auth import decoy_hash, hash_password, verify_password
 from msync.model import ValidationError, check_link
 from msync.store import Store
 
 __all__ = [
     "SESSION_COOKIE",
     "BadLogin",
+    "Busy",
     "Locked",
     "Lockout",
     "Logins",
+    "Passwords",
     "Session",
     "Sessions",
     "Tokens",
@@ -42,6 +46,8 @@ __all__ = [
 ]
 
 _log = Logger()
+
+T = TypeVar("T")
 
 #: The cookie that carries a console session's id.
 SESSION_COOKIE = "msync_session"
@@ -277,27 +283,81 @@ class Locked(Exception):
         self.retry_after = retry_after
 
 
-@cache
-def _decoy_hash() -> str:
-    # A hash no password is known for, computed once: unknown names are
-    # checked against it so they cost as much time as known ones.
-    return hash_password(secrets.token_urlsafe(_SECRET_BYTES))
+#: What an unknown name's password is checked against (L{decoy_hash}).
+_DECOY = decoy_hash()
+
+
+class Busy(Exception):
+    """Too many password checks are waiting already: try again soon."""
+
+
+class Passwords:
+    """
+    Hashes and checks passwords away from the reactor thread.
+
+    Each scrypt costs tens of milliseconds of CPU; on the reactor thread
+    it would hold up every device and backend for as long.  Here it runs
+    through C{run} (a thread pool in the daemon), at most C{parallel} at
+    a time, and at most C{backlog} more wait: beyond that a caller gets
+    L{Busy} at once, so a flood of logins under many names costs a
+    bounded amount of CPU and memory (scrypt takes 16 MiB each).
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Callable[[], Any]], Deferred[Any]],
+        parallel: int = 2,
+        backlog: int = 32,
+    ) -> None:
+        """
+        @param run: Runs a function elsewhere and fires with its result,
+            e.g. C{twisted.internet.threads.deferToThread}.
+        """
+        self._run = run
+        self._slots = DeferredSemaphore(parallel)
+        self._backlog = backlog
+
+    def _call(self, fn: Callable[[], T]) -> Deferred[T]:
+        if len(self._slots.waiting) >= self._backlog:
+            raise Busy()
+        result: Deferred[T] = self._slots.run(lambda: self._run(fn))
+        return result
+
+    def verify(self, password: str, stored: str) -> Deferred[bool]:
+        """
+        Whether C{password} matches C{stored} (see L{verify_password}).
+
+        @raise Busy: if too many checks wait already.
+        """
+        return self._call(partial(verify_password, password, stored))
+
+    def hash(self, password: str) -> Deferred[str]:
+        """
+        A new hash of C{password} (see L{hash_password}).
+
+        @raise Busy: if too many checks wait already.
+        """
+        return self._call(partial(hash_password, password))
 
 
 class Logins:
     """Checks admin passwords against the store, under a L{Lockout}."""
 
-    def __init__(self, store: Store, lockout: Lockout) -> None:
+    def __init__(
+        self, store: Store, lockout: Lockout, passwords: Passwords
+    ) -> None:
         self._store = store
         self.lockout = lockout
+        self._passwords = passwords
 
-    def check(self, user: str, password: str) -> None:
+    async def check(self, user: str, password: str) -> None:
         """
         Check C{user}'s C{password}.
 
         @raise Locked: if C{user} is locked out (the password is then
             not even checked).
         @raise BadLogin: if the name or the password is wrong.
+        @raise Busy: if too many password checks wait already.
         """
         try:
             check_link("user", user)
@@ -308,10 +368,8 @@ class Logins:
         if left > 0:
             raise Locked(left)
 
-        # XXX: scrypt runs on the reactor thread (tens of ms); a flood of
-        # logins under many names stalls the daemon while it lasts.
         stored = self._store.admin_hash(user)
-        good = verify_password(password, stored or _decoy_hash())
+        good = await self._passwords.verify(password, stored or _DECOY)
         if stored is None or not good:
             if self.lockout.failed(user):
                 _log.warn(
