@@ -17,6 +17,7 @@ from floor_latency import floor_once
 
 
 def test_every_call_arrives() -> None:
+    """Every paced call reaches the device through the relay."""
     # floor_once raises if any op does not arrive within its bound.
     result = asyncio.run(floor_once(200, 0.001))
     assert 0 < result["p50 ms"] <= result["p99 ms"] <= result["p99.9 ms"]

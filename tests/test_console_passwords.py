@@ -95,6 +95,7 @@ class ThreadTests(TestCase):
     """With the daemon's runner, the work happens on another thread."""
 
     def test_hash_and_verify_on_a_thread(self) -> Deferred[None]:
+        """Hashing and checking run on pool threads, not the caller's."""
         seen: list[threading.Thread] = []
 
         def run(fn: Callable[[], Any]) -> Deferred[Any]:

@@ -61,6 +61,7 @@ def pair() -> tuple[socket.socket, socket.socket]:
 
 
 def test_a_ready_reader_is_read_once(reactor: LeanEPollReactor) -> None:
+    """A descriptor with data is read once; a quiet one is not read."""
     a, b = pair()
     quiet_a, quiet_b = pair()
     ready, quiet = Reader(a), Reader(quiet_a)
@@ -76,6 +77,8 @@ def test_a_ready_reader_is_read_once(reactor: LeanEPollReactor) -> None:
 def test_a_reader_removed_earlier_in_the_batch_is_not_read(
     reactor: LeanEPollReactor,
 ) -> None:
+    """A handler that removes another ready reader keeps it from being
+    read in the same batch."""
     a1, b1 = pair()
     a2, b2 = pair()
     readers: list[Reader] = []
@@ -100,6 +103,7 @@ def test_a_reader_removed_earlier_in_the_batch_is_not_read(
 def test_a_handler_that_raises_loses_its_connection(
     reactor: LeanEPollReactor,
 ) -> None:
+    """A reader whose handler raises is disconnected with the error."""
     a, b = pair()
 
     def boom() -> None:
@@ -118,6 +122,7 @@ def test_a_handler_that_raises_loses_its_connection(
 def test_nothing_ready_returns_after_the_timeout(
     reactor: LeanEPollReactor,
 ) -> None:
+    """With nothing ready, a poll returns after its timeout."""
     a, b = pair()
     r = Reader(a)
     reactor.addReader(r)  # type: ignore[arg-type]
@@ -128,6 +133,8 @@ def test_nothing_ready_returns_after_the_timeout(
 
 
 def test_the_worker_process_runs_on_it() -> None:
+    """The worker's entry point installs this reactor before Klein
+    imports the global one."""
     # Klein imports Twisted's global reactor when msync.gateway is
     # imported: the worker's entry point must install its own first.
     # With no arguments, the worker stops at its option parsing, after
