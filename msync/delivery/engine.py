@@ -26,7 +26,7 @@ Rules (REQUIREMENTS section 3):
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from itertools import islice
 from typing import Any
@@ -38,6 +38,7 @@ from twisted.logger import Logger
 
 from msync.delivery.frames import FrameBuilder
 from msync.delivery.ops import Filters, audience, matches
+from msync.delivery.planning import Planner
 from msync.delivery.session import (
     Link,
     Observer,
@@ -60,13 +61,11 @@ from msync.model import (
     DeliveryState,
     Device,
     OSType,
-    Range,
     Scope,
     ScopeKind,
     StoredOp,
     SyncConfig,
     SyncPoint,
-    Target,
     ValidationError,
     check_link,
     parse_version,
@@ -78,7 +77,6 @@ from msync.wire.messages import (
     Bound,
     Gap,
     Hello,
-    Point,
     Welcome,
     to_frame,
 )
@@ -130,6 +128,9 @@ class Engine:
         self._announced: dict[bytes, Scope] = {}
         self._announcing: IDelayedCall | None = None
         self._users = UserLogs(self)
+        self._planner = Planner(
+            self, self._by_scope, self._tails, self._volatile, self._users
+        )
 
     # --- lifecycle -----------------------------------------------------
 
@@ -194,7 +195,7 @@ class Engine:
         self._configs.pop(instance_id, None)
         for session in list(self._sessions.values()):
             if session.instance_id == instance_id:
-                self._plan(session, {})
+                self._planner.plan(session, {})
                 self.pump(session, sync=True)
 
     # --- connections ---------------------------------------------------
@@ -304,7 +305,7 @@ class Engine:
         if hello.user and hello.session:
             self._bind(session, hello.user, hello.session)
         presented = {(p.biz, p.scope): p for p in hello.points}
-        self._plan(session, presented)
+        self._planner.plan(session, presented)
         self.pump(session, sync=True)
         return session
 
@@ -319,7 +320,7 @@ class Engine:
         except ValidationError as e:
             raise Refused("BAD_MESSAGE", str(e)) from e
         self._bind(session, user_id, session_id)
-        self._plan(session, {})
+        self._planner.plan(session, {})
         self.pump(session, sync=True)
 
     def _bind(self, session: Session, user_id: str, session_id: str) -> None:
@@ -355,7 +356,7 @@ class Engine:
         session.validated = bool(ok)
         self._record_device(session)
         session.link.send(to_frame(Bound(user_id, session.validated)))
-        self._plan(session, {})
+        self._planner.plan(session, {})
         self.pump(session, sync=True)
 
     def unbind(self, session: Session) -> None:
@@ -364,7 +365,7 @@ class Engine:
         session.validated = None
         self._record_device(session)
         session.link.send(to_frame(Bound("", None)))
-        self._plan(session, {})
+        self._planner.plan(session, {})
 
     def _record_device(self, session: Session) -> None:
         device = self.store.device(session.instance_id, session.device_id)
@@ -394,7 +395,7 @@ class Engine:
         events = []
         now = self.now_ms()
         for stream in session.streams.values():
-            self._unsubscribe_stream(stream)
+            self._planner.unsubscribe(stream)
             for op_id, (attempts, *_) in stream.inflight.items():
                 events.append(
                     DeliveryEvent(
@@ -415,155 +416,6 @@ class Engine:
             lambda f: _log.failure("saving a device's state failed", f)
         )
         return d
-
-    # --- planning streams ---------------------------------------------
-
-    def _targets(
-        self, session: Session
-    ) -> Iterable[tuple[SyncConfig, Scope, bool]]:
-        """
-        Yield every config the device reads, with the scope it reads and
-        whether the scope is single-device (shared by the user's devices).
-        """
-        for config in self.configs(session.instance_id).values():
-            user_ok = bool(session.user_id) and (
-                not config.consistency or session.validated is True
-            )
-            if config.range is Range.GLOBAL:
-                if config.target is Target.DEVICE or user_ok:
-                    yield (
-                        config,
-                        Scope(
-                            session.instance_id,
-                            config.biz_type,
-                            ScopeKind.GLOBAL,
-                        ),
-                        False,
-                    )
-            elif config.target is Target.DEVICE:
-                yield (
-                    config,
-                    Scope(
-                        session.instance_id,
-                        config.biz_type,
-                        ScopeKind.DEVICE,
-                        session.device_id,
-                    ),
-                    False,
-                )
-            elif user_ok:
-                scope = Scope(
-                    session.instance_id,
-                    config.biz_type,
-                    ScopeKind.USER,
-                    session.user_id,
-                )
-                yield config, scope, not config.multi_device
-
-    def _plan(
-        self, session: Session, presented: dict[tuple[str, str], Point]
-    ) -> None:
-        """
-        Make the session's streams match what it should read now: keep
-        those still right, drop the rest, start the new ones at the right
-        position (with a gap notice when the device missed something).
-        """
-        wanted: dict[tuple[str, str], tuple[SyncConfig, Scope]] = {}
-        singles: list[tuple[SyncConfig, Scope]] = []
-        for config, scope, single in self._targets(session):
-            if single:
-                singles.append((config, scope))
-            else:
-                wanted[(config.biz_type, wire_scope(scope))] = (config, scope)
-        for name, stream in list(session.streams.items()):
-            target = wanted.get(name)
-            if (
-                target is None
-                or target[1] != stream.scope
-                or (target[0].persistent != stream.config.persistent)
-            ):
-                self._drop_stream(session, stream)
-            else:
-                stream.config = target[0]
-        for name, (config, scope) in wanted.items():
-            if name not in session.streams:
-                self._start_stream(session, config, scope, presented.get(name))
-        self._users.plan(session, singles, presented)
-
-    def _drop_stream(self, session: Session, stream: Stream) -> None:
-        self._unsubscribe_stream(stream)
-        for _, size, _ in stream.inflight.values():
-            session.inflight_ops -= 1
-            session.inflight_bytes -= size
-        stream.inflight.clear()
-        session.streams.pop((stream.biz, stream.name), None)
-        session.dirty.discard(stream)
-
-    def _unsubscribe_stream(self, stream: Stream) -> None:
-        subs = self._by_scope.get(stream.key)
-        if subs is not None:
-            subs.discard(stream)
-            if not subs:
-                del self._by_scope[stream.key]
-                self._tails.pop(stream.key, None)
-
-    def _start_stream(
-        self,
-        session: Session,
-        config: SyncConfig,
-        scope: Scope,
-        presented: Point | None,
-    ) -> None:
-        epoch = self.store.epoch
-        stored = self.store.sync_point(scope, session.device_id)
-        known = stored.op_id if stored and stored.epoch == epoch else 0
-        had_point = stored is not None and stored.epoch == epoch
-        name = wire_scope(scope)
-        if presented is not None:
-            if presented.epoch == epoch:
-                known = max(known, presented.op_id)
-                had_point = True
-            else:
-                session.link.send(
-                    to_frame(Gap(config.biz_type, name, epoch, known, "reset"))
-                )
-
-        if config.persistent:
-            info = self.store.scope_info(scope)
-            start = known
-            if had_point and start < max(
-                info.trimmed_through, info.expired_through
-            ):
-                reason = (
-                    "threshold" if start < info.trimmed_through else "expired"
-                )
-                start = max(info.trimmed_through, info.expired_through)
-                session.link.send(
-                    to_frame(Gap(config.biz_type, name, epoch, start, reason))
-                )
-        else:
-            # Non-persistent ops go only to devices online when sent.
-            start = max(known, self._volatile.last_id(scope))
-
-        stream = Stream(session, config, scope, start)
-        if start != (stored.op_id if stored else -1):
-            session.dirty.add(stream)
-        session.streams[(config.biz_type, name)] = stream
-        self._by_scope.setdefault(scope.key, set()).add(stream)
-        self._load_prior(stream)
-
-    def _load_prior(self, stream: Stream) -> None:
-        # An op pushed to this device before it last went away keeps its
-        # count, so a poison op is still dropped after max_attempts.
-        if not stream.config.persistent:
-            return
-        ops = self.read(stream, stream.point, 16)
-        for op in ops:
-            record = self.store.delivery_record(
-                stream.scope, op.op_id, stream.session.device_id
-            )
-            if record is not None and record.attempts:
-                stream.prior[op.op_id] = record.attempts
 
     # --- reading -------------------------------------------------------
 
