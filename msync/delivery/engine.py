@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from msync.delivery.frames import FrameBuilder
 from msync.delivery.ops import Filters, audience, matches
 from msync.delivery.planning import Planner
+from msync.delivery.progress import ProgressWriter
 from msync.delivery.session import (
     Link,
     Observer,
@@ -65,7 +66,6 @@ from msync.model import (
     ScopeKind,
     StoredOp,
     SyncConfig,
-    SyncPoint,
     ValidationError,
     check_link,
     parse_version,
@@ -131,6 +131,7 @@ class Engine:
         self._planner = Planner(
             self, self._by_scope, self._tails, self._volatile, self._users
         )
+        self._progress = ProgressWriter(self, self._sessions, self._users)
 
     # --- lifecycle -----------------------------------------------------
 
@@ -409,7 +410,7 @@ class Engine:
                     )
                 )
         self._users.leave(session)
-        d = self._flush(session, final=True)
+        d = self._progress.flush(session, final=True)
         if events:
             d.addCallback(lambda _: self.store.record_deliveries(events))
         d.addErrback(
@@ -537,7 +538,7 @@ class Engine:
         self._users.fill(session)
         builder.flush()
         if session.dirty:
-            self._flush_soon(session)
+            self._progress.soon(session)
 
     def room(self, session: Session) -> int:
         """How many more ops the session's window takes now."""
@@ -704,125 +705,7 @@ class Engine:
                 session.dirty.add(stream)
             self._resolve(stream)
         self.pump(session)
-        self._flush_soon(session)
-
-    def _flush_soon(self, session: Session) -> None:
-        """
-        Write the session's positions now if a user's other devices
-        depend on them (single-device configs), else with the next tick:
-        a device presents its own positions when it connects, so a
-        position lost in a crash costs a redelivery it drops, and a busy
-        device does not cost a store write per ack.
-        """
-        if self._users.holds(session):
-            self._flush(session)
-
-    def _flush(self, session: Session, final: bool = False) -> Deferred[None]:
-        """
-        Write the session's moved positions, one write at a time per
-        session; what moves meanwhile goes in the next write.  Push and
-        arrival counters ride along with positions, or go in the C{final}
-        flush of a leaving device, which also waits for a write already
-        under way.
-        """
-        if session.writing:
-            if not final:
-                return succeed(None)
-            waiter: Deferred[None] = Deferred()
-            session.waiters.append(waiter)
-            return waiter
-        points: list[tuple[Scope, str | None, SyncPoint]] = [
-            (s.scope, session.device_id, SyncPoint(self.store.epoch, s.point))
-            for s in session.dirty
-        ]
-        points += self._users.points(session)
-        session.dirty.clear()
-        pushes = arrivals = 0
-        if points or final:
-            pushes, arrivals = session.pushes, session.arrivals
-            session.pushes = session.arrivals = 0
-        if not points and not pushes and not arrivals:
-            return succeed(None)
-
-        session.writing = True
-        writes: list[Deferred[Any]] = []
-        if points:
-            writes.append(self.store.advance_sync_points(points))
-        if pushes or arrivals:
-            writes.append(
-                self.store.add_counts(
-                    session.instance_id,
-                    session.device_id,
-                    session.user_id,
-                    self.now_ms(),
-                    pushes,
-                    arrivals,
-                )
-            )
-
-        def written(_: object) -> Deferred[None]:
-            session.writing = False
-            waiters, session.waiters = session.waiters, []
-            if not waiters and not (
-                session.dirty and self._users.holds(session)
-            ):
-                return succeed(None)
-            follow = self._flush(session, final=bool(waiters))
-            for w in waiters:
-                follow.addBoth(_release, w)
-            return follow
-
-        d = gatherResults(writes, consumeErrors=True)
-        d.addErrback(lambda f: _log.failure("saving sync points failed", f))
-        return d.addCallback(written)
-
-    def _flush_all(self) -> None:
-        """
-        Write every online device's moved positions and counters in one
-        store write (devices being written already wait for the next).
-        """
-        batch = [
-            s for s in self._sessions.values() if s.dirty and not s.writing
-        ]
-        if not batch:
-            return
-        epoch = self.store.epoch
-        now_ms = self.now_ms()
-        points: list[tuple[Scope, str | None, SyncPoint]] = []
-        counts = []
-        for session in batch:
-            points += [
-                (s.scope, session.device_id, SyncPoint(epoch, s.point))
-                for s in session.dirty
-            ]
-            points += self._users.points(session)
-            session.dirty.clear()
-            if session.pushes or session.arrivals:
-                counts.append(
-                    (
-                        session.instance_id,
-                        session.device_id,
-                        session.user_id,
-                        now_ms,
-                        session.pushes,
-                        session.arrivals,
-                    )
-                )
-                session.pushes = session.arrivals = 0
-            session.writing = True
-
-        def written(_: object) -> None:
-            for session in batch:
-                session.writing = False
-                waiters, session.waiters = session.waiters, []
-                if waiters:
-                    follow = self._flush(session, final=True)
-                    for w in waiters:
-                        follow.addBoth(_release, w)
-
-        d = self.store.save_progress(points, counts)
-        d.addErrback(lambda f: _log.failure("saving sync points failed", f))
-        d.addCallback(written)
+        self._progress.soon(session)
 
     # --- the shared tick ------------------------------------------------
 
@@ -838,7 +721,7 @@ class Engine:
             if now - since > self.tuning.hello_timeout:
                 del self._waiting[link]
                 link.close("IDLE", "no hello in time")
-        self._flush_all()
+        self._progress.flush_all()
         for session in list(self._sessions.values()):
             if now - session.last_heard > idle:
                 session.link.close("IDLE", f"nothing heard for {idle} s")
@@ -878,11 +761,6 @@ class Engine:
 
 def _nothing(_: object) -> None:
     return None
-
-
-def _release(result: object, waiter: Deferred[None]) -> object:
-    waiter.callback(None)
-    return result
 
 
 def _same(a: str, b: str) -> bool:
