@@ -25,19 +25,18 @@ Rules (REQUIREMENTS section 3):
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
-from dataclasses import replace
 from itertools import islice
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from msync.delivery.admission import Admission
 from msync.delivery.frames import FrameBuilder
-from msync.delivery.ops import Filters, audience, matches
+from msync.delivery.ops import Filters, matches
 from msync.delivery.planning import Planner
 from msync.delivery.progress import ProgressWriter
 from msync.delivery.session import (
@@ -60,26 +59,13 @@ from msync.delivery.volatile import VolatileLogs
 from msync.model import (
     DeliveryEvent,
     DeliveryState,
-    Device,
-    OSType,
     Scope,
     ScopeKind,
     StoredOp,
     SyncConfig,
-    ValidationError,
-    check_link,
-    parse_version,
 )
-from msync.store import DeviceClaimed, Store
-from msync.wire.messages import (
-    VERSION,
-    Ack,
-    Bound,
-    Gap,
-    Hello,
-    Welcome,
-    to_frame,
-)
+from msync.store import Store
+from msync.wire.messages import Ack, Gap, Hello, to_frame
 
 __all__ = [
     "Engine",
@@ -132,6 +118,9 @@ class Engine:
             self, self._by_scope, self._tails, self._volatile, self._users
         )
         self._progress = ProgressWriter(self, self._sessions, self._users)
+        self._admission = Admission(
+            self, self._sessions, self._planner, self._progress, self._users
+        )
 
     # --- lifecycle -----------------------------------------------------
 
@@ -210,105 +199,8 @@ class Engine:
         self._waiting.pop(link, None)
 
     def hello(self, link: Link, hello: Hello) -> Deferred[Session]:
-        """
-        Admit a device: check who it is, bind its id to its secret on
-        first use, replace an older connection of the same device, and
-        push its backlog.
-
-        @return: a Deferred firing with the session, or failing with
-            L{Refused}.
-        """
-        self._waiting.pop(link, None)
-        try:
-            device = self._check_hello(hello)
-        except Refused as e:
-            return _fail(e)
-        return self.store.save_device(device).addCallbacks(
-            lambda saved: self._admit(link, hello, saved),
-            self._claim_failed,
-        )
-
-    def _check_hello(self, hello: Hello) -> Device:
-        if hello.version != VERSION:
-            raise Refused(
-                "VERSION",
-                f"protocol version {VERSION} only, not {hello.version}",
-            )
-        instance = self.store.instance(hello.instance)
-        if instance is None:
-            raise Refused(
-                "UNKNOWN_INSTANCE", f"no instance {hello.instance!r}"
-            )
-        if instance.app_key and not _same(instance.app_key, hello.app_key):
-            raise Refused("AUTH", "wrong app key")
-        try:
-            check_link("device", hello.device)
-            OSType(hello.os)
-            parse_version(hello.app_version)
-            if hello.user:
-                check_link("user", hello.user)
-        except ValueError as e:
-            raise Refused("BAD_MESSAGE", str(e)) from e
-        now = self.now_ms()
-        old = self.store.device(hello.instance, hello.device)
-        secret = secret_hash(hello.secret)
-        if old is not None and old.secret_hash and old.secret_hash != secret:
-            raise Refused(
-                "DEVICE_CLAIMED", "this device id belongs to another device"
-            )
-        user = hello.user if hello.user else (old.user_id if old else "")
-        return Device(
-            instance_id=hello.instance,
-            device_id=hello.device,
-            secret_hash=secret,
-            user_id=user if hello.user else "",
-            session_validated=False,
-            os_type=hello.os,
-            app_version=hello.app_version,
-            first_seen_ms=now,
-            last_seen_ms=now,
-        )
-
-    def _claim_failed(self, failure: Any) -> Any:
-        failure.trap(DeviceClaimed)
-        raise Refused(
-            "DEVICE_CLAIMED", "this device id belongs to another device"
-        )
-
-    def _admit(self, link: Link, hello: Hello, device: Device) -> Session:
-        key = (hello.instance, hello.device)
-        old = self._sessions.get(key)
-        if old is not None:
-            old.link.close("REPLACED", "the device connected again")
-            self.disconnect(old)
-        session = Session(
-            link,
-            hello.instance,
-            hello.device,
-            audience(hello.device, hello.os, hello.app_version),
-            self.clock.seconds(),
-        )
-        self._sessions[key] = session
-        _log.info(
-            "device {device_id} of {instance_id} connected",
-            device_id=hello.device,
-            instance_id=hello.instance,
-        )
-        link.send(
-            to_frame(
-                Welcome(
-                    device=hello.device,
-                    heartbeat=self.tuning.heartbeat,
-                    time=self.now_ms(),
-                )
-            )
-        )
-        if hello.user and hello.session:
-            self._bind(session, hello.user, hello.session)
-        presented = {(p.biz, p.scope): p for p in hello.points}
-        self._planner.plan(session, presented)
-        self.pump(session, sync=True)
-        return session
+        """Admit a device; fail with L{Refused} (L{Admission.hello})."""
+        return self._admission.hello(link, hello)
 
     def heard(self, session: Session) -> None:
         """The device sent something: it is alive."""
@@ -316,107 +208,21 @@ class Engine:
 
     def bind(self, session: Session, user_id: str, session_id: str) -> None:
         """Bind a user to the device and re-plan its streams."""
-        try:
-            check_link("user", user_id)
-        except ValidationError as e:
-            raise Refused("BAD_MESSAGE", str(e)) from e
-        self._bind(session, user_id, session_id)
-        self._planner.plan(session, {})
-        self.pump(session, sync=True)
-
-    def _bind(self, session: Session, user_id: str, session_id: str) -> None:
-        changed = (user_id, session_id) != (
-            session.user_id,
-            session.session_id,
-        )
-        session.user_id = user_id
-        session.session_id = session_id
-        if changed:
-            session.validated = None
-        self._record_device(session)
-        session.link.send(to_frame(Bound(user_id, session.validated)))
-        if session.validated is None:
-            d = self._validate(session.instance_id, user_id, session_id)
-            d.addCallbacks(
-                lambda ok: self._validated(session, user_id, session_id, ok),
-                lambda f: _log.failure(
-                    "session validation failed for {user_id}",
-                    f,
-                    user_id=user_id,
-                ),
-            )
+        self._admission.bind(session, user_id, session_id)
 
     def _validated(
         self, session: Session, user_id: str, session_id: str, ok: bool
     ) -> None:
-        if session.closed or (session.user_id, session.session_id) != (
-            user_id,
-            session_id,
-        ):
-            return
-        session.validated = bool(ok)
-        self._record_device(session)
-        session.link.send(to_frame(Bound(user_id, session.validated)))
-        self._planner.plan(session, {})
-        self.pump(session, sync=True)
+        # The tenant's answer to a validation (tests give it directly).
+        self._admission.validated(session, user_id, session_id, ok)
 
     def unbind(self, session: Session) -> None:
         """Unbind the device's user and drop its user streams."""
-        session.user_id = session.session_id = ""
-        session.validated = None
-        self._record_device(session)
-        session.link.send(to_frame(Bound("", None)))
-        self._planner.plan(session, {})
-
-    def _record_device(self, session: Session) -> None:
-        device = self.store.device(session.instance_id, session.device_id)
-        if device is None:
-            return
-        d = self.store.save_device(
-            replace(
-                device,
-                user_id=session.user_id,
-                session_validated=bool(session.validated),
-                last_seen_ms=self.now_ms(),
-            )
-        )
-        d.addErrback(lambda f: _log.failure("recording a device failed", f))
+        self._admission.unbind(session)
 
     def disconnect(self, session: Session) -> Deferred[None]:
-        """
-        The device went away: forget its streams, remember how often its
-        unacked ops were pushed, and write out its positions.
-        """
-        if session.closed:
-            return succeed(None)
-        session.closed = True
-        key = (session.instance_id, session.device_id)
-        if self._sessions.get(key) is session:
-            del self._sessions[key]
-        events = []
-        now = self.now_ms()
-        for stream in session.streams.values():
-            self._planner.unsubscribe(stream)
-            for op_id, (attempts, *_) in stream.inflight.items():
-                events.append(
-                    DeliveryEvent(
-                        stream.scope,
-                        op_id,
-                        session.device_id,
-                        DeliveryState.PUSHED,
-                        now,
-                        session.user_id,
-                        attempts=attempts,
-                    )
-                )
-        self._users.leave(session)
-        d = self._progress.flush(session, final=True)
-        if events:
-            d.addCallback(lambda _: self.store.record_deliveries(events))
-        d.addErrback(
-            lambda f: _log.failure("saving a device's state failed", f)
-        )
-        return d
+        """The device went away (L{Admission.disconnect})."""
+        return self._admission.disconnect(session)
 
     # --- reading -------------------------------------------------------
 
@@ -761,11 +567,3 @@ class Engine:
 
 def _nothing(_: object) -> None:
     return None
-
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
-
-
-def _fail(e: Exception) -> Deferred[Any]:
-    return fail(e)
