@@ -27,11 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import islice
-from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from msync.delivery.admission import Admission
@@ -55,6 +53,7 @@ from msync.delivery.session import (
 )
 from msync.delivery.single import UserLogs
 from msync.delivery.tail import Tail
+from msync.delivery.tick import SharedTick
 from msync.delivery.volatile import VolatileLogs
 from msync.model import (
     DeliveryEvent,
@@ -102,10 +101,7 @@ class Engine:
         self._sessions: dict[tuple[str, str], Session] = {}
         self._by_scope: dict[bytes, set[Stream]] = {}
         self._configs: dict[str, dict[str, SyncConfig]] = {}
-        self._waiting: dict[Any, float] = {}
         self._volatile = VolatileLogs(store, clock)
-        self._ticker = LoopingCall(self.tick)
-        self._ticker.clock = clock
         self._unsubscribe: Callable[[], None] | None = None
         self._shared_reads: (
             dict[tuple[bytes, int, int], list[StoredOp]] | None
@@ -121,19 +117,21 @@ class Engine:
         self._admission = Admission(
             self, self._sessions, self._planner, self._progress, self._users
         )
+        self._tick = SharedTick(
+            self, self._sessions, self._progress, self._users
+        )
 
     # --- lifecycle -----------------------------------------------------
 
     def start(self) -> None:
         """Listen for new ops and start the shared tick."""
         self._unsubscribe = self.store.subscribe(self._stored)
-        self._ticker.start(self.tuning.tick, now=False)
+        self._tick.start()
         self._volatile.start()
 
     def stop(self) -> Deferred[None]:
         """Close every connection and write out what is pending."""
-        if self._ticker.running:
-            self._ticker.stop()
+        self._tick.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -192,11 +190,11 @@ class Engine:
 
     def waiting(self, link: Link) -> None:
         """A connection opened; it has C{hello_timeout} to say hello."""
-        self._waiting[link] = self.clock.seconds()
+        self._tick.waiting(link)
 
     def forget(self, link: Link) -> None:
         """A connection closed before its hello was admitted."""
-        self._waiting.pop(link, None)
+        self._tick.forget(link)
 
     def hello(self, link: Link, hello: Hello) -> Deferred[Session]:
         """Admit a device; fail with L{Refused} (L{Admission.hello})."""
@@ -223,6 +221,10 @@ class Engine:
     def disconnect(self, session: Session) -> Deferred[None]:
         """The device went away (L{Admission.disconnect})."""
         return self._admission.disconnect(session)
+
+    def tick(self) -> None:
+        """Check every connection's timers now (L{SharedTick.run})."""
+        self._tick.run()
 
     # --- reading -------------------------------------------------------
 
@@ -512,57 +514,6 @@ class Engine:
             self._resolve(stream)
         self.pump(session)
         self._progress.soon(session)
-
-    # --- the shared tick ------------------------------------------------
-
-    def tick(self) -> None:
-        """
-        Run the periodic checks for every connection in one pass: silent
-        links, overdue acks, held ops whose start has come.
-        """
-        now = self.clock.seconds()
-        now_ms = int(now * 1000)
-        idle = 3 * self.tuning.heartbeat
-        for link, since in list(self._waiting.items()):
-            if now - since > self.tuning.hello_timeout:
-                del self._waiting[link]
-                link.close("IDLE", "no hello in time")
-        self._progress.flush_all()
-        for session in list(self._sessions.values()):
-            if now - session.last_heard > idle:
-                session.link.close("IDLE", f"nothing heard for {idle} s")
-                self.disconnect(session)
-                continue
-            wake = False
-            for stream in session.streams.values():
-                if (
-                    stream.inflight
-                    and now - stream.last_push >= self.tuning.ack_timeout
-                ):
-                    self._retry(stream)
-                    wake = True
-                if stream.held_until and stream.held_until <= now_ms:
-                    stream.held_until = 0
-                    wake = True
-            if self._users.tick(session, now):
-                wake = True
-            if wake:
-                self.pump(session, sync=True)
-
-    def _retry(self, stream: Stream) -> None:
-        """
-        Take a stream's unacked ops back so the next fill pushes them
-        again, in order; the fill drops those pushed too often.
-        """
-        session = stream.session
-        for op_id, (attempts, size, _) in stream.inflight.items():
-            session.inflight_ops -= 1
-            session.inflight_bytes -= size
-            stream.prior[op_id] = attempts
-        stream.inflight.clear()
-        stream.sent = stream.point
-        stream.wants_sync = True
-        stream.caught_up = False
 
 
 def _nothing(_: object) -> None:
