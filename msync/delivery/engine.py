@@ -10,6 +10,12 @@ acked, pulled, went away; the store announced an op; the shared tick found
 something overdue.  It reaches devices only through L{Link}, and time only
 through the injected clock, so it runs unchanged on C{task.Clock} in tests.
 
+This module holds the push, ack and read paths.  The engine's other parts
+are objects it owns, each in its own module: L{Admission} (hello, users,
+leaving), L{Planner} (which streams a device reads, and from where),
+L{ProgressWriter} (positions and counters written to the store) and
+L{SharedTick} (the periodic checks).
+
 Rules (REQUIREMENTS section 3):
 
   - within a scope, ops go out in id order; a device's position only moves
