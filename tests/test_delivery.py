@@ -568,6 +568,33 @@ class ImmediateTests(SynchronousTestCase):
         self.assertEqual(d.link.payloads(), [b"quiet", b"quiet2", b"loud"])
 
 
+class ReadTests(SynchronousTestCase):
+    """How often the engine reads the store."""
+
+    def test_no_read_after_a_whole_one(self) -> None:
+        """A read that took every op above the device's position leaves
+        the stream caught up: the op's ack reads nothing, and the next
+        op stored is read and pushed."""
+        w = World(self)
+        w.config("A", Target.DEVICE)
+        d = w.device("d1").connect()
+        reads: list[int] = []
+        read_after = w.store.read_after
+
+        def counted(*args: object, **kw: object) -> object:
+            reads.append(1)
+            return read_after(*args, **kw)  # type: ignore[arg-type]
+
+        w.store.read_after = counted  # type: ignore[method-assign]
+        w.send("A", "one", "d1")
+        self.assertEqual((d.link.payloads(), len(reads)), ([b"one"], 1))
+        d.ack_all()
+        self.assertEqual(len(reads), 1)
+        w.send("A", "two", "d1")
+        self.assertEqual(d.link.payloads(), [b"one", b"two"])
+        self.assertEqual(len(reads), 2)
+
+
 class ConfigStateTests(SynchronousTestCase):
     """Offline configs."""
 

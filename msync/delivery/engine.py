@@ -384,6 +384,10 @@ class Engine:
             stream.wants_sync = False
             stream.caught_up = True
             return False
+        # A short read took everything above what was sent: if every op
+        # of it goes out (or is skipped) now, the stream is caught up,
+        # and the next pump (say on this op's ack) need not read again.
+        whole = len(ops) < limit
         if not stream.wants_sync:
             # Live pushes wait for an immediate op; deferred ones ride along.
             last = -1
@@ -392,6 +396,8 @@ class Engine:
                     last = i
             if last < 0:
                 return False
+            if last + 1 < len(ops):
+                whole = False
             ops = ops[: last + 1]
 
         # The hot loop of every push: one op after another, with as few
@@ -411,6 +417,7 @@ class Engine:
         for op_id, body, op_meta, _, _, start_ms, _ in ops:
             if start_ms > now_ms:
                 stream.held_until = start_ms
+                whole = False
                 break
             moved = True
             sent = op_id
@@ -437,6 +444,8 @@ class Engine:
             session.pushes += len(batch)
             self.observer.pushed(len(batch), again)
             stream.last_push = now
+        if whole:
+            stream.caught_up = True
         self._resolve(stream)
         # A short read means the scope has nothing more for now.
         return moved and len(ops) == limit
