@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from msync import __version__, devcerts, logs
+from msync import __version__, collector, devcerts, logs
 from msync.bootstrap import BootstrapService
 from msync.consistency.validator import SessionValidator
 from msync.console.api import ConsoleApi
@@ -135,6 +135,7 @@ def makeService(options: Options) -> IService:
     # names only a few.
     reactor: Any = _reactor
 
+    collector.pace()
     settings: Settings = options.settings
     if settings.default_certs:
         made = devcerts.ensure_dev_certs(os.path.dirname(settings.cert))

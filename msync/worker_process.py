@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import sys
 
+from msync.collector import pace
 from msync.lean_reactor import install
 
 
 def main() -> None:
-    """Install the worker's reactor, then run the worker on it."""
+    """Install the worker's reactor and pace its collector (see
+    L{msync.collector}), then run the worker."""
     reactor = install()
+    pace()
     from msync.gateway.worker import run
 
     run(reactor, sys.argv[1:])

@@ -134,7 +134,7 @@ def test_nothing_ready_returns_after_the_timeout(
 
 def test_the_worker_process_runs_on_it() -> None:
     """The worker's entry point installs this reactor before Klein
-    imports the global one."""
+    imports the global one, and paces the collector."""
     # Klein imports Twisted's global reactor when msync.gateway is
     # imported: the worker's entry point must install its own first.
     # With no arguments, the worker stops at its option parsing, after
@@ -151,6 +151,9 @@ def test_the_worker_process_runs_on_it() -> None:
         "assert 'klein' in sys.modules\n"
         "from twisted.internet import reactor\n"
         "assert type(reactor) is LeanEPollReactor, type(reactor)\n"
+        "import gc\n"
+        "from msync.collector import YOUNG\n"
+        "assert gc.get_threshold()[0] == YOUNG, gc.get_threshold()\n"
     )
     subprocess.run(
         [sys.executable, "-c", script],
