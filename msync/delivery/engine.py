@@ -362,13 +362,13 @@ class Engine:
 
     def _fill(self, stream: Stream, builder: FrameBuilder, now: float) -> bool:
         """Push one page of a stream's ops; say whether anything moved."""
-        session = stream.session
-        now_ms = int(now * 1000)
-        room = min(self.room(session), self.tuning.page)
         if stream.caught_up:
             # Nothing above what was sent: a sync asked now is answered.
             stream.wants_sync = False
             return False
+        session = stream.session
+        now_ms = int(now * 1000)
+        room = min(self.room(session), self.tuning.page)
         if (
             room <= 0
             or not stream.config.online
