@@ -49,6 +49,7 @@ from measure import (
     Tally,
     bounded,
     cpu_seconds,
+    latency_figures,
     own_cpu,
     percentile,
     raise_fd_limit,
@@ -282,17 +283,15 @@ async def latency_once(count: int, interval: float) -> dict[str, float]:
                 elapsed = time.perf_counter() - start
                 cpu1, mine1 = server_cpu(pid), own_cpu()
                 ms = [(arrived[p] - sent[p]) * 1000 for p in sent]
-                out[f"{name} p50 ms"] = percentile(ms, 0.50)
-                out[f"{name} p99 ms"] = percentile(ms, 0.99)
-                out[f"{name} p99.9 ms"] = percentile(ms, 0.999)
+                figures = latency_figures(
+                    ms, cpu1 - cpu0, mine1 - mine0, elapsed
+                )
+                out.update((f"{name} {k}", v) for k, v in figures.items())
                 # The gateway's own share: from the call to its answer
                 # (for a persistent config, the op is durable by then).
                 gw = [(answered[p] - sent[p]) * 1000 for p in sent]
                 out[f"{name} answer p50 ms"] = percentile(gw, 0.50)
                 out[f"{name} answer p99 ms"] = percentile(gw, 0.99)
-                out[f"{name} server cpu s"] = cpu1 - cpu0
-                out[f"{name} client cpu s"] = mine1 - mine0
-                out[f"{name} seconds"] = elapsed
             for c in conns:
                 await c.close()
             await device.close()

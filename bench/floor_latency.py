@@ -35,7 +35,7 @@ sys.path.insert(0, HERE)
 
 from lean_device import LeanDevice, tls_context  # noqa: E402
 from lean_http import GatewayConnection, paced_calls  # noqa: E402
-from measure import cpu_seconds, own_cpu, percentile  # noqa: E402
+from measure import cpu_seconds, latency_figures, own_cpu  # noqa: E402
 
 from msync.testing import CERTS  # noqa: E402
 from msync.wire.messages import Hello  # noqa: E402
@@ -189,14 +189,7 @@ async def floor_once(count: int, interval: float) -> dict[str, float]:
     finally:
         proc.terminate()
         proc.wait(10)
-    return {
-        "p50 ms": percentile(ms, 0.50),
-        "p99 ms": percentile(ms, 0.99),
-        "p99.9 ms": percentile(ms, 0.999),
-        "server cpu s": cpu1 - cpu0,
-        "client cpu s": mine1 - mine0,
-        "seconds": elapsed,
-    }
+    return latency_figures(ms, cpu1 - cpu0, mine1 - mine0, elapsed)
 
 
 def other(script: str, *args: str) -> dict[str, float]:

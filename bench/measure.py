@@ -45,6 +45,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def latency_figures(
+    ms: list[float], server_cpu: float, client_cpu: float, seconds: float
+) -> dict[str, float]:
+    """A paced latency run's figures: the percentiles of C{ms} and each
+    side's CPU seconds over the run's C{seconds}."""
+    return {
+        "p50 ms": percentile(ms, 0.50),
+        "p99 ms": percentile(ms, 0.99),
+        "p99.9 ms": percentile(ms, 0.999),
+        "server cpu s": server_cpu,
+        "client cpu s": client_cpu,
+        "seconds": seconds,
+    }
+
+
 def raise_fd_limit() -> int:
     """
     Raise this process's soft limit on open files to its hard limit, and

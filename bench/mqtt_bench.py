@@ -43,8 +43,8 @@ from measure import (
     Tally,
     bounded,
     cpu_seconds,
+    latency_figures,
     own_cpu,
-    percentile,
     raise_fd_limit,
     rss_bytes,
 )
@@ -154,14 +154,7 @@ async def latency_once(count: int, interval: float) -> dict[str, float]:
         await pub.disconnect()
         await sub.disconnect()
     ms = [(arrived[p] - sent[p]) * 1000 for p in sent]
-    return {
-        "p50 ms": percentile(ms, 0.50),
-        "p99 ms": percentile(ms, 0.99),
-        "p99.9 ms": percentile(ms, 0.999),
-        "server cpu s": cpu1 - cpu0,
-        "client cpu s": mine1 - mine0,
-        "seconds": elapsed,
-    }
+    return latency_figures(ms, cpu1 - cpu0, mine1 - mine0, elapsed)
 
 
 async def fanout_once(
