@@ -4,19 +4,9 @@ console and C{msync admin}.
 
 L{ConsoleApi} serves the routes below C{/api/}: mount its L{resource}
 there (its own routes are relative to that point).  Every route runs
-through L{_endpoint}, which checks a request in one order, cheapest and
-unauthenticated first:
-
-  1. who is calling: a session cookie, or a Bearer token (401);
-  2. a session's change (any method but GET) carries the session's
-     CSRF token (403);
-  3. a route that reads a body gets one that fits (413, before it is
-     read), is C{application/json} (415), and is a JSON object (400).
-
-The route then refuses by raising L{ApiError}, or a store or model error
-(L{NotFound}, L{AlreadyExists}, L{ValidationError}), all answered in the
-same place.  Anything else is a bug: logged as a failure and answered
-C{500 internal}, never with a traceback.
+through L{_endpoint}, which hands it to the one request path in
+L{msync.console.api_calls}: who is calling, CSRF, bodies, and every
+refusal or failure answered in JSON.
 
 Reading bodies and fields, and the refusal L{ApiError}, are in
 L{msync.console.api_bodies}; the JSON shape of each resource is in
@@ -27,13 +17,13 @@ from here too.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from functools import wraps
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial, wraps
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -51,14 +41,12 @@ from msync.console.api_bodies import (
     app_key,
     date,
     invalid,
-    json_headers,
     not_found,
     payload,
-    read_json,
-    render,
     time_zone,
     validation_url,
 )
+from msync.console.api_calls import Action, Call, Calls, cookie_session
 from msync.console.api_shapes import (
     config_json,
     device_json,
@@ -67,7 +55,6 @@ from msync.console.api_shapes import (
     user_json,
 )
 from msync.console.sessions import (
-    SESSION_COOKIE,
     BadLogin,
     Busy,
     Locked,
@@ -96,7 +83,7 @@ from msync.model import (
     check_instance_id,
     check_link,
 )
-from msync.store import AlreadyExists, NotFound, Store
+from msync.store import Store
 
 __all__ = ["MAX_BODY", "ApiError", "ConsoleApi"]
 
@@ -104,8 +91,6 @@ _log = Logger()
 
 #: The least length of an admin password.
 MIN_PASSWORD = 8
-
-_SAFE_METHODS = (b"GET", b"HEAD")
 
 # Names a caller typed are logged cut to this many characters.
 _SHOWN = 64
@@ -142,29 +127,18 @@ _SEND_FIELDS = (
 )
 
 
-@dataclass
-class _Call:
-    """One admitted request: who made it, and its JSON body if read."""
+# --- every route's way to the request path ---------------------------
 
-    request: IRequest
-    user: str = ""
-    session: Session | None = None
-    body: dict[str, Any] = field(default_factory=dict)
-
-
-# --- the one path every route takes ------------------------------------
-
-_Action = Callable[..., Awaitable[object]]
 _Route = Callable[..., Deferred[bytes]]
 
 
 def _endpoint(
     *, status: int = 200, body: bool = False, login: bool = True
-) -> Callable[[_Action], _Route]:
+) -> Callable[[Action], _Route]:
     """
-    Make an C{async} action into a route: see the module docstring.
+    Make an C{async} action into a route served by L{Calls.serve}.
 
-    The action is called with the L{ConsoleApi}, the L{_Call} and the
+    The action is called with the L{ConsoleApi}, the L{Call} and the
     route's path parts; what it returns is answered as JSON.
 
     @param status: The status of a successful answer.
@@ -172,13 +146,18 @@ def _endpoint(
     @param login: Whether the caller must be logged in.
     """
 
-    def decorate(action: _Action) -> _Route:
+    def decorate(action: Action) -> _Route:
         @wraps(action)
         def route(
             api: ConsoleApi, request: IRequest, **path: str
         ) -> Deferred[bytes]:
-            return ensureDeferred(
-                api._serve(request, action, status, body, login, path)
+            return api._calls.serve(
+                request,
+                partial(action, api),
+                path,
+                status=status,
+                body=body,
+                login=login,
             )
 
         return route
@@ -225,6 +204,7 @@ class ConsoleApi:
         """Password checks, with the lockout."""
         self.tokens = Tokens(store, clock)
         """API tokens."""
+        self._calls = Calls(self.sessions, self.tokens)
         # Names being created right now: the store cannot refuse a
         # second instance or admin of the same name by itself.
         self._creating: set[tuple[str, str]] = set()
@@ -237,88 +217,8 @@ class ConsoleApi:
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
-    async def _serve(
-        self,
-        request: IRequest,
-        action: _Action,
-        status: int,
-        wants_body: bool,
-        login: bool,
-        path: dict[str, str],
-    ) -> bytes:
-        json_headers(request)
-        try:
-            call = self._admit(request) if login else _Call(request)
-            if wants_body:
-                call.body = read_json(request)
-            result = await action(self, call, **path)
-            answer = render(result)
-        except CancelledError:
-            # The client went away; Klein drops the answer quietly.
-            raise
-        except ApiError as e:
-            return self._refuse(request, e)
-        except ValidationError as e:
-            return self._refuse(request, invalid(e.field, e.reason))
-        except NotFound as e:
-            return self._refuse(request, not_found(str(e)))
-        except AlreadyExists as e:
-            return self._refuse(request, ApiError(409, "exists", str(e)))
-        except Exception:
-            _log.failure(
-                "admin API {method} {path} failed",
-                method=request.method.decode("ascii", "replace"),
-                path=request.path.decode("ascii", "replace"),
-            )
-            return self._refuse(
-                request, ApiError(500, "internal", "internal error")
-            )
-        request.setResponseCode(status)
-        return answer
-
-    def _refuse(self, request: IRequest, error: ApiError) -> bytes:
-        request.setResponseCode(error.status)
-        return render(error.body())
-
-    def _admit(self, request: IRequest) -> _Call:
-        authorization: bytes | None = request.getHeader(b"authorization")
-        if authorization is not None:
-            # A token stands alone: no cookie, so no CSRF to fear.
-            scheme, _, token = authorization.partition(b" ")
-            admin = None
-            if scheme.lower() == b"bearer" and len(token) < 256:
-                admin = self.tokens.check(token.strip().decode("latin-1"))
-            if admin is None:
-                _log.warn(
-                    "admin API refused a token from {peer}",
-                    peer=str(request.getClientAddress()),
-                )
-                raise ApiError(
-                    401, "unauthenticated", "unknown or revoked token"
-                )
-            return _Call(request, admin)
-
-        session = self._session(request)
-        if session is None:
-            raise ApiError(401, "unauthenticated", "no live session: log in")
-        if request.method not in _SAFE_METHODS and not session.csrf_matches(
-            request.getHeader(b"x-csrf-token")
-        ):
-            _log.warn(
-                "admin API refused a change by {user} without its CSRF "
-                "token, from {peer}",
-                user=session.user,
-                peer=str(request.getClientAddress()),
-            )
-            raise ApiError(403, "csrf", "missing or wrong X-CSRF-Token")
-        self.sessions.touch(session)
-        return _Call(request, session.user, session)
-
     def _session(self, request: IRequest) -> Session | None:
-        cookie = request.getCookie(SESSION_COOKIE.encode("ascii"))
-        if not cookie:
-            return None
-        return self.sessions.find(cookie.decode("ascii", "replace"))
+        return cookie_session(self.sessions, request)
 
     def _instance(self, instance_id: str) -> Instance:
         try:
@@ -342,7 +242,7 @@ class ConsoleApi:
         return config
 
     async def _config_saved(
-        self, call: _Call, config: SyncConfig, what: str
+        self, call: Call, config: SyncConfig, what: str
     ) -> dict[str, Any]:
         await self._store.update_config(config)
         # Online devices read configs through the engine's cache.
@@ -377,20 +277,13 @@ class ConsoleApi:
     @app.handle_errors(NoRoute, MethodNotAllowed)
     def no_route(self, request: IRequest, failure: Failure) -> bytes:
         """Answer an unknown path or method in JSON like every refusal."""
-        json_headers(request)
-        if failure.check(MethodNotAllowed):
-            allowed = getattr(failure.value, "valid_methods", None) or []
-            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
-            error = ApiError(405, "not_allowed", "method not allowed here")
-        else:
-            error = not_found("no such API route")
-        return self._refuse(request, error)
+        return self._calls.no_route(request, failure)
 
     # --- logins, sessions, tokens ---------------------------------------
 
     @app.route("/login", methods=["POST"])
     @_endpoint(body=True, login=False)
-    async def login(self, call: _Call) -> object:
+    async def login(self, call: Call) -> object:
         """Log in with a password: start a session, set its cookie."""
         fields = Fields(call.body, ("user", "password"))
         user = fields.required_text("user")
@@ -434,7 +327,7 @@ class ConsoleApi:
 
     @app.route("/logout", methods=["POST"])
     @_endpoint()
-    async def logout(self, call: _Call) -> object:
+    async def logout(self, call: Call) -> object:
         """End the caller's session and clear its cookie."""
         if call.session is not None:
             self.sessions.end(call.session)
@@ -446,7 +339,7 @@ class ConsoleApi:
 
     @app.route("/session", methods=["GET"])
     @_endpoint(login=False)
-    async def session(self, call: _Call) -> object:
+    async def session(self, call: Call) -> object:
         """Say who the session belongs to, and its CSRF token."""
         # Asking is not using: a page that polls this must not keep an
         # idle session alive.
@@ -457,7 +350,7 @@ class ConsoleApi:
 
     @app.route("/tokens", methods=["POST"])
     @_endpoint(status=201)
-    async def create_token(self, call: _Call) -> object:
+    async def create_token(self, call: Call) -> object:
         """Make an API token, shown this once."""
         token_id, token = await self.tokens.issue(call.user)
         _log.info(
@@ -469,7 +362,7 @@ class ConsoleApi:
 
     @app.route("/tokens/<token_id>", methods=["DELETE"])
     @_endpoint()
-    async def revoke_token(self, call: _Call, token_id: str) -> object:
+    async def revoke_token(self, call: Call, token_id: str) -> object:
         """Revoke an API token."""
         if not await self.tokens.revoke(token_id):
             raise not_found(f"no token {token_id!r}")
@@ -484,13 +377,13 @@ class ConsoleApi:
 
     @app.route("/instances", methods=["GET"])
     @_endpoint()
-    async def instances(self, call: _Call) -> object:
+    async def instances(self, call: Call) -> object:
         """List every instance."""
         return [instance_json(i) for i in self._store.instances()]
 
     @app.route("/instances", methods=["POST"])
     @_endpoint(status=201, body=True)
-    async def create_instance(self, call: _Call) -> object:
+    async def create_instance(self, call: Call) -> object:
         """Create an instance."""
         fields = Fields(
             call.body, ("instance_id", "time_zone", "validation_url")
@@ -517,13 +410,13 @@ class ConsoleApi:
 
     @app.route("/instances/<instance_id>", methods=["GET"])
     @_endpoint()
-    async def instance(self, call: _Call, instance_id: str) -> object:
+    async def instance(self, call: Call, instance_id: str) -> object:
         """Show one instance."""
         return instance_json(self._instance(instance_id))
 
     @app.route("/instances/<instance_id>", methods=["PATCH"])
     @_endpoint(body=True)
-    async def change_instance(self, call: _Call, instance_id: str) -> object:
+    async def change_instance(self, call: Call, instance_id: str) -> object:
         """Change an instance's time zone, validation URL or app key."""
         current = self._instance(instance_id)
         fields = Fields(call.body, ("time_zone", "validation_url", "app_key"))
@@ -549,13 +442,13 @@ class ConsoleApi:
 
     @app.route("/keys", methods=["GET"])
     @_endpoint()
-    async def keys(self, call: _Call) -> object:
+    async def keys(self, call: Call) -> object:
         """List every access key, without secrets."""
         return [key_json(k) for k in self._store.access_keys()]
 
     @app.route("/keys", methods=["POST"])
     @_endpoint(status=201, body=True)
-    async def create_key(self, call: _Call) -> object:
+    async def create_key(self, call: Call) -> object:
         """Make an access key; its secret is shown this once."""
         names = Fields(call.body, ("instances",)).raw("instances")
         if not isinstance(names, list) or not names:
@@ -596,7 +489,7 @@ class ConsoleApi:
 
     @app.route("/keys/<access_key>/revoke", methods=["POST"])
     @_endpoint()
-    async def revoke_key(self, call: _Call, access_key: str) -> object:
+    async def revoke_key(self, call: Call, access_key: str) -> object:
         """Revoke an access key: the gateway refuses it from now on."""
         key = None
         if len(access_key) <= 128:
@@ -617,14 +510,14 @@ class ConsoleApi:
 
     @app.route("/instances/<instance_id>/configs", methods=["GET"])
     @_endpoint()
-    async def configs(self, call: _Call, instance_id: str) -> object:
+    async def configs(self, call: Call, instance_id: str) -> object:
         """List an instance's sync configs."""
         self._instance(instance_id)
         return [config_json(c) for c in self._store.configs(instance_id)]
 
     @app.route("/instances/<instance_id>/configs", methods=["POST"])
     @_endpoint(status=201, body=True)
-    async def create_config(self, call: _Call, instance_id: str) -> object:
+    async def create_config(self, call: Call, instance_id: str) -> object:
         """Create a sync config; it starts online."""
         self._instance(instance_id)
         fields = Fields(call.body, _CONFIG_FIELDS)
@@ -660,7 +553,7 @@ class ConsoleApi:
     @app.route("/instances/<instance_id>/configs/<biz_type>", methods=["GET"])
     @_endpoint()
     async def config(
-        self, call: _Call, instance_id: str, biz_type: str
+        self, call: Call, instance_id: str, biz_type: str
     ) -> object:
         """Show one sync config."""
         return config_json(self._config(instance_id, biz_type))
@@ -670,7 +563,7 @@ class ConsoleApi:
     )
     @_endpoint(body=True)
     async def change_config(
-        self, call: _Call, instance_id: str, biz_type: str
+        self, call: Call, instance_id: str, biz_type: str
     ) -> object:
         """Change a sync config; its biz type and target stay."""
         current = self._config(instance_id, biz_type)
@@ -703,7 +596,7 @@ class ConsoleApi:
     )
     @_endpoint()
     async def take_offline(
-        self, call: _Call, instance_id: str, biz_type: str
+        self, call: Call, instance_id: str, biz_type: str
     ) -> object:
         """Take a sync config offline: it refuses data, pushing pauses."""
         return await self._set_state(
@@ -716,7 +609,7 @@ class ConsoleApi:
     )
     @_endpoint()
     async def bring_online(
-        self, call: _Call, instance_id: str, biz_type: str
+        self, call: Call, instance_id: str, biz_type: str
     ) -> object:
         """Bring a sync config back online."""
         return await self._set_state(
@@ -725,7 +618,7 @@ class ConsoleApi:
 
     async def _set_state(
         self,
-        call: _Call,
+        call: Call,
         instance_id: str,
         biz_type: str,
         state: ConfigState,
@@ -740,7 +633,7 @@ class ConsoleApi:
 
     @app.route("/instances/<instance_id>/send", methods=["POST"])
     @_endpoint(body=True)
-    async def send(self, call: _Call, instance_id: str) -> object:
+    async def send(self, call: Call, instance_id: str) -> object:
         """Send one op, as a backend would; answer the sender's result."""
         instance = self._instance(instance_id)
         fields = Fields(call.body, _SEND_FIELDS)
@@ -784,7 +677,7 @@ class ConsoleApi:
     )
     @_endpoint()
     async def device(
-        self, call: _Call, instance_id: str, device_id: str
+        self, call: Call, instance_id: str, device_id: str
     ) -> object:
         """Show a device: state, counters, recent pushes."""
         self._instance(instance_id)
@@ -801,9 +694,7 @@ class ConsoleApi:
         "/instances/<instance_id>/users/<path:user_id>", methods=["GET"]
     )
     @_endpoint()
-    async def user(
-        self, call: _Call, instance_id: str, user_id: str
-    ) -> object:
+    async def user(self, call: Call, instance_id: str, user_id: str) -> object:
         """Show a user: devices, counters, recent pushes."""
         self._instance(instance_id)
         report = None
@@ -821,13 +712,13 @@ class ConsoleApi:
 
     @app.route("/settings", methods=["GET"])
     @_endpoint()
-    async def settings(self, call: _Call) -> object:
+    async def settings(self, call: Call) -> object:
         """Show the server-wide settings."""
         return self._settings()
 
     @app.route("/settings", methods=["PATCH"])
     @_endpoint(body=True)
-    async def change_settings(self, call: _Call) -> object:
+    async def change_settings(self, call: Call) -> object:
         """Change server-wide settings: the signature switch."""
         fields = Fields(call.body, ("signature_check",))
         if fields.given("signature_check"):
@@ -846,13 +737,13 @@ class ConsoleApi:
 
     @app.route("/admins", methods=["GET"])
     @_endpoint()
-    async def admins(self, call: _Call) -> object:
+    async def admins(self, call: Call) -> object:
         """List the admin logins."""
         return [{"user": name} for name in self._store.admins()]
 
     @app.route("/admins", methods=["POST"])
     @_endpoint(status=201, body=True)
-    async def create_admin(self, call: _Call) -> object:
+    async def create_admin(self, call: Call) -> object:
         """Add an admin login."""
         fields = Fields(call.body, ("user", "password"))
         name = check_link("user", fields.required_text("user"))
