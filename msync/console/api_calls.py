@@ -19,7 +19,8 @@ with a traceback.  L{Calls.no_route} answers an unknown path or method
 the same way.
 
 What the actions share besides: L{Call}, what each is given;
-L{cookie_session}, the session a request's cookie names.
+L{cookie_session}, the session a request's cookie names; L{Creations},
+which keeps two calls from creating one name at once.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "Action",
     "Call",
     "Calls",
+    "Creations",
     "cookie_session",
 ]
 
@@ -207,3 +209,31 @@ def cookie_session(sessions: Sessions, request: IRequest) -> Session | None:
 def _refuse(request: IRequest, error: ApiError) -> bytes:
     request.setResponseCode(error.status)
     return render(error.body())
+
+
+class Creations:
+    """
+    The names of one kind (instances, admins) being created right now:
+    the store cannot refuse a second one of the same name by itself.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+        self._names: set[str] = set()
+
+    async def once(
+        self,
+        name: str,
+        exists: Callable[[], bool],
+        write: Callable[[], Deferred[None]],
+    ) -> None:
+        """Run C{write} unless the name exists or is being created."""
+        if name in self._names or exists():
+            raise ApiError(
+                409, "exists", f"{self._kind} {name!r} exists already"
+            )
+        self._names.add(name)
+        try:
+            await write()
+        finally:
+            self._names.discard(name)
