@@ -7,7 +7,7 @@ L{read_json} refuses a body over L{MAX_BODY} before reading it (413),
 one that is not C{application/json} (415), and one that is not a JSON
 object (400).  L{Fields} then reads each field with its type and bounds,
 and refuses any field the route does not take.  Every refusal is an
-L{ApiError}, answered in one place by L{msync.console.api.ConsoleApi}.
+L{ApiError}, answered in one place by L{msync.console.api_calls.Calls}.
 """
 
 from __future__ import annotations
