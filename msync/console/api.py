@@ -43,10 +43,6 @@ from msync.console.api_calls import Calls
 from msync.console.api_configs import ConfigApi
 from msync.console.api_delivery import DeliveryApi
 from msync.console.api_instances import InstanceApi, KeyApi
-
-# MIN_PASSWORD was defined here before the API was split; it still can
-# be imported from here.
-from msync.console.api_logins import MIN_PASSWORD as MIN_PASSWORD
 from msync.console.api_logins import LoginApi
 from msync.console.api_settings import SettingsApi
 from msync.console.sessions import Lockout, Logins, Passwords, Sessions, Tokens
