@@ -64,7 +64,6 @@ def serve() -> None:
         def connectionMade(self) -> None:
             devices.append(self)
             self.transport.setTcpNoDelay(True)
-            self.buf = b""
             self.welcomed = False
 
         def dataReceived(self, data: bytes) -> None:
@@ -192,19 +191,6 @@ async def floor_once(count: int, interval: float) -> dict[str, float]:
     return latency_figures(ms, cpu1 - cpu0, mine1 - mine0, elapsed)
 
 
-def other(script: str, *args: str) -> dict[str, float]:
-    """One run of a sibling benchmark, read from its C{--json} line."""
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, script), *args, "--json"],
-        check=True,
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=600,
-    )
-    result: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", nargs="?", choices=["serve"])
@@ -215,16 +201,22 @@ def main() -> None:
     if args.mode == "serve":
         serve()
         return
+    # The suite's way of running (and bounding) one Mosquitto run.
+    from run_all import child, run_child
+
+    sizes = [
+        "--count",
+        str(args.count),
+        "--interval-ms",
+        str(args.interval_ms),
+    ]
+    mqtt = child("mqtt_bench.py", ["latency", *sizes], 600)
     sides: dict[str, list[dict[str, float]]] = {}
-    common = ["--count", str(args.count), "--interval-ms"]
-    common.append(str(args.interval_ms))
     for _ in range(args.runs):
         sides.setdefault("bare Twisted relay", []).append(
             asyncio.run(floor_once(args.count, args.interval_ms / 1000))
         )
-        sides.setdefault("Mosquitto", []).append(
-            other("mqtt_bench.py", "latency", *common, "--runs", "1")
-        )
+        sides.setdefault("Mosquitto", []).append(run_child(mqtt, 600))
     print(f"{'one op a ms, medians of runs':32} {'p50 ms':>8} {'p99 ms':>8}")
     for side, runs in sides.items():
         p50 = statistics.median(r["p50 ms"] for r in runs)

@@ -28,8 +28,7 @@ def hash_password(password: str) -> str:
     digest = hashlib.scrypt(
         password.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P
     )
-    encoded = [base64.b64encode(b).decode() for b in (salt, digest)]
-    return "$".join(["scrypt", str(_N), str(_R), str(_P), *encoded])
+    return _stored(salt, digest)
 
 
 def decoy_hash() -> str:
@@ -39,7 +38,11 @@ def decoy_hash() -> str:
     scrypt.  Checking a password against it takes as long as against a
     real hash, so unknown names cost as much time as known ones.
     """
-    salt, digest = secrets.token_bytes(16), secrets.token_bytes(64)
+    return _stored(secrets.token_bytes(16), secrets.token_bytes(64))
+
+
+def _stored(salt: bytes, digest: bytes) -> str:
+    # The stored form: the scheme, its cost parameters, salt and digest.
     encoded = [base64.b64encode(b).decode() for b in (salt, digest)]
     return "$".join(["scrypt", str(_N), str(_R), str(_P), *encoded])
 

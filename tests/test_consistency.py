@@ -162,7 +162,7 @@ class EngineValidationTests(SynchronousTestCase):
         self.successResultOf(
             w.store.put_instance(Instance(INSTANCE, validation_url=URL))
         )
-        w.engine._validate = SessionValidator(http, w.clock, w.store)
+        w.engine.validate = SessionValidator(http, w.clock, w.store)
         w.config("PAY", Target.USER, consistency=True)
         w.config("CHAT", Target.USER)
         return w, http

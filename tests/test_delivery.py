@@ -5,6 +5,7 @@ in-memory store and a clock.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from msync.model import Range, ResendMode, SyncPoint, Target
@@ -317,11 +318,11 @@ class UserTargetTests(SynchronousTestCase):
         and keeps its backlog."""
         self.w.config("PAY", Target.USER, consistency=True)
         self.w.sent("PAY", ["paid"], "alice")
+        answer: Deferred[bool] = Deferred()
+        self.w.engine.validate = lambda *_: answer
         d = self.w.device("d").connect("alice", "s")
         self.assertEqual(d.link.payloads("PAY"), [])
-        session = d.session
-        assert session is not None
-        self.w.engine._validated(session, "alice", "s", True)
+        answer.callback(True)
         self.assertEqual(d.link.payloads("PAY"), [b"paid"])
 
 

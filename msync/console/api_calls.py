@@ -13,7 +13,8 @@ unauthenticated first:
 
 It then runs the route's action with the admitted L{Call}.  The action
 refuses by raising L{ApiError}, or a store or model error (L{NotFound},
-L{AlreadyExists}, L{ValidationError}), all answered here.  Anything
+L{AlreadyExists}, L{ValidationError}), or L{Busy} when password hashing
+is full (503 with C{Retry-After}), all answered here.  Anything
 else is a bug: logged as a failure and answered C{500 internal}, never
 with a traceback.  L{Calls.no_route} answers an unknown path or method
 the same way.
@@ -43,7 +44,13 @@ from msync.console.api_bodies import (
     read_json,
     render,
 )
-from msync.console.sessions import SESSION_COOKIE, Session, Sessions, Tokens
+from msync.console.sessions import (
+    SESSION_COOKIE,
+    Busy,
+    Session,
+    Sessions,
+    Tokens,
+)
 from msync.model import ValidationError
 from msync.store import AlreadyExists, NotFound
 
@@ -140,6 +147,17 @@ class Calls:
             return _refuse(request, not_found(str(e)))
         except AlreadyExists as e:
             return _refuse(request, ApiError(409, "exists", str(e)))
+        except Busy:
+            # Too many password hashes wait already (see Passwords).
+            request.setHeader(b"retry-after", b"1")
+            return _refuse(
+                request,
+                ApiError(
+                    503,
+                    "busy",
+                    "too many password checks at once; try again soon",
+                ),
+            )
         except Exception:
             _log.failure(
                 "admin API {method} {path} failed",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 
 from msync.console.api_bodies import ApiError, Fields, invalid, not_found
 from msync.console.api_calls import (
@@ -22,7 +21,6 @@ from msync.console.api_calls import (
 )
 from msync.console.sessions import (
     BadLogin,
-    Busy,
     Locked,
     Logins,
     Passwords,
@@ -82,8 +80,6 @@ class LoginApi:
         peer = str(request.getClientAddress())
         try:
             await self._logins.check(user, password)
-        except Busy:
-            raise _busy(request) from None
         except Locked as e:
             request.setHeader(
                 b"retry-after", str(math.ceil(e.retry_after)).encode()
@@ -172,10 +168,7 @@ class LoginApi:
             raise invalid(
                 "password", f"must be at least {MIN_PASSWORD} characters"
             )
-        try:
-            hashed = await self._passwords.hash(password)
-        except Busy:
-            raise _busy(call.request) from None
+        hashed = await self._passwords.hash(password)
         await self._creating.once(
             name,
             lambda: self._store.admin_hash(name) is not None,
@@ -183,11 +176,3 @@ class LoginApi:
         )
         _log.info("admin {admin} added by {user}", admin=name, user=call.user)
         return {"user": name}
-
-
-def _busy(request: IRequest) -> ApiError:
-    # Too many password hashes wait already (see Passwords).
-    request.setHeader(b"retry-after", b"1")
-    return ApiError(
-        503, "busy", "too many password checks at once; try again soon"
-    )

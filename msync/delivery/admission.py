@@ -194,10 +194,7 @@ class Admission:
         self._record_device(session)
         session.link.send(to_frame(Bound(user_id, session.validated)))
         if session.validated is None:
-            # The engine's validator is looked up at each bind, so that
-            # it can be replaced on a running engine.
-            validate = self._engine._validate
-            d = validate(session.instance_id, user_id, session_id)
+            d = self._engine.validate(session.instance_id, user_id, session_id)
             d.addCallbacks(
                 lambda ok: self.validated(session, user_id, session_id, ok),
                 lambda f: _log.failure(

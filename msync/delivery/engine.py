@@ -103,7 +103,9 @@ class Engine:
         self.observer: Observer = observer or Unobserved()
         self.clock = clock
         self.tuning = tuning or Tuning()
-        self._validate = validate
+        self.validate = validate
+        """Asks the tenant about a bound user's session; looked up at
+        each bind, so it may be replaced on a running engine."""
         self._sessions: dict[tuple[str, str], Session] = {}
         self._by_scope: dict[bytes, set[Stream]] = {}
         self._configs: dict[str, dict[str, SyncConfig]] = {}
@@ -213,12 +215,6 @@ class Engine:
     def bind(self, session: Session, user_id: str, session_id: str) -> None:
         """Bind a user to the device and re-plan its streams."""
         self._admission.bind(session, user_id, session_id)
-
-    def _validated(
-        self, session: Session, user_id: str, session_id: str, ok: bool
-    ) -> None:
-        # The tenant's answer to a validation (tests give it directly).
-        self._admission.validated(session, user_id, session_id, ok)
 
     def unbind(self, session: Session) -> None:
         """Unbind the device's user and drop its user streams."""
